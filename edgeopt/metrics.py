@@ -1,0 +1,38 @@
+"""Numerical parity metrics between a reference output and a candidate output."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def sqnr_db(ref: np.ndarray, cand: np.ndarray) -> float:
+    """Signal-to-quantization-noise ratio in dB: 10 log10(|ref|^2 / |ref - cand|^2)."""
+    ref64, cand64 = ref.astype(np.float64), cand.astype(np.float64)
+    noise = float(np.sum((ref64 - cand64) ** 2))
+    signal = float(np.sum(ref64**2))
+    if noise == 0.0:
+        return float("inf")
+    return 10.0 * np.log10(max(signal, 1e-30) / noise)
+
+
+def row_cosine(ref: np.ndarray, cand: np.ndarray) -> np.ndarray:
+    """Cosine similarity per row (last axis flattened per leading index)."""
+    a = ref.reshape(ref.shape[0], -1).astype(np.float64)
+    b = cand.reshape(cand.shape[0], -1).astype(np.float64)
+    den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return (a * b).sum(1) / np.maximum(den, 1e-30)
+
+
+def output_metrics(ref: np.ndarray, cand: np.ndarray) -> dict[str, float]:
+    """max/mean absolute error, per-row cosine (min and mean) and SQNR."""
+    if ref.shape != cand.shape:
+        raise ValueError(f"output shapes differ: {ref.shape} vs {cand.shape}")
+    err = np.abs(ref.astype(np.float64) - cand.astype(np.float64))
+    cos = row_cosine(ref, cand)
+    return {
+        "max_abs_error": float(err.max()),
+        "mean_abs_error": float(err.mean()),
+        "cosine_min": float(cos.min()),
+        "cosine_mean": float(cos.mean()),
+        "sqnr_db": sqnr_db(ref, cand),
+    }

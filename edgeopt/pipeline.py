@@ -1,0 +1,176 @@
+"""The encoder compile, top to bottom: load, export, optimize, quantize, validate,
+benchmark, bundle. Each stage leaves a record in the journal; the report is built from
+those records.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import asdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgeopt import __version__
+from edgeopt.artifact import Journal, OnnxArtifact
+from edgeopt.bench import bench_encoder
+from edgeopt.bundle import StagedBundle, write_manifest
+from edgeopt.evaldata import EvalData
+from edgeopt.passes.export import export_encoder
+from edgeopt.passes.optimize import optimize_encoder
+from edgeopt.passes.quantize import quantize
+from edgeopt.recipe import Recipe
+from edgeopt.report import Report
+from edgeopt.source import SourceModel
+from edgeopt.tasks import ENCODER_TASKS, EncoderTask, load_torch
+from edgeopt.validate import ParityResult, reference_outputs, validate_encoder
+
+
+@dataclass(frozen=True)
+class CompileRequest:
+    """Everything a compile needs, already checked by :mod:`edgeopt.api`."""
+
+    src: SourceModel
+    recipe: Recipe
+    target: str
+    data: EvalData
+    out: Path
+    force: bool
+    fail_on_parity: bool
+    trust_remote_code: bool = False
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"edgeopt": __version__}
+    for name in ("torch", "transformers", "onnx", "onnxruntime", "optimum", "numpy"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def compile_encoder(req: CompileRequest, journal: Journal) -> Report:
+    """Run every stage for a classifier or embedding model and write the bundle."""
+    started = time.perf_counter()
+    recipe = req.recipe
+    with tempfile.TemporaryDirectory(prefix="edgeopt-") as tmp:
+        work = Path(tmp)
+        with journal.stage("load", {"path": str(req.src.path)}) as rec:
+            loaded = load_torch(req.src, trust_remote_code=req.trust_remote_code)
+            task: EncoderTask = ENCODER_TASKS[req.src.task](req.src, loaded)
+            rec.notes["inputs"] = ",".join(task.input_names)
+        with journal.stage("export", {"opset": recipe.export.opset}) as rec:
+            exported = export_encoder(task, recipe.export, work)
+            rec.finish(None, exported)
+        check_feeds = [task.encode(list(req.data.texts[:8])), task.encode(list(req.data.texts[8:16]))]
+        check_feeds = [f for f in check_feeds if f["input_ids"].size]
+        with journal.stage("optimize", {"fusions": recipe.optimize.fusions}) as rec:
+            optimized = optimize_encoder(exported, recipe.optimize, work, req.src.config,
+                                         check_feeds, rec)
+            rec.finish(exported, optimized)
+        with journal.stage("quantize") as rec:
+            final = quantize(optimized, recipe.quantize, work, rec)
+            rec.finish(optimized, final)
+        with journal.stage("validate", {"rows": len(req.data)}) as rec:
+            reference = reference_outputs(task, req.data)
+            parity = validate_encoder(task, final.path, req.data, reference,
+                                      recipe.gates.for_task(req.src.task))
+            rec.notes["passed"] = parity.passed
+        with journal.stage("benchmark", {"seq_len": recipe.bench.seq_len}) as rec:
+            feeds = task.fixed_length_feeds(" ".join(req.data.texts[:4]), recipe.bench.seq_len,
+                                            recipe.bench.batch)
+            variants = {"edgeopt " + req.target: final.path}
+            if final.path != optimized.path:
+                variants["onnx-fp32 (optimized)"] = optimized.path
+            bench = bench_encoder(feeds, variants, task.export_module(), task.input_names,
+                                  recipe.bench, subject="edgeopt " + req.target)
+            rec.notes["speedup_p50"] = bench.speedup
+        report = Report(
+            status="PASSED" if parity.passed else "FAILED",
+            target=req.target,
+            task=req.src.task,
+            source=_source_info(req.src),
+            recipe=recipe.to_dict(),
+            passes=[_record_dict(r) for r in journal.records],
+            parity=parity.to_dict(),
+            bench=bench.to_dict(),
+            sizes={"source weights": req.src.weights_bytes(), "onnx fp32": exported.size_bytes,
+                   "bundle model.onnx": final.size_bytes},
+            versions=library_versions(),
+            seconds=0.0,
+            failures=parity.failures,
+        )
+        with journal.stage("bundle", {"out": str(req.out)}):
+            keep_model = parity.passed or not req.fail_on_parity
+            report.seconds = time.perf_counter() - started
+            _write_bundle(req, task, final, parity, report, keep_model)
+    return report
+
+
+def _write_bundle(req: CompileRequest, task: EncoderTask, model: OnnxArtifact,
+                  parity: ParityResult, report: Report, keep_model: bool) -> None:
+    """Stage the bundle and rename it into place. A failed gate keeps only the report."""
+    stage = StagedBundle(req.out)
+    try:
+        if keep_model:
+            shutil.copyfile(model.path, stage.path("model.onnx"))
+            task.loaded.tokenizer.save_pretrained(str(stage.dir))
+            report.bundle = str(req.out)
+        stage.write_text("report.json", report.to_json() + "\n")
+        stage.write_text("report.md", report.to_markdown())
+        if keep_model:
+            write_manifest(stage, _manifest(req, task, stage.path("model.onnx"), parity, report))
+        stage.commit(req.force)
+    except BaseException:
+        stage.discard()
+        raise
+
+
+def _manifest(req: CompileRequest, task: EncoderTask, model_path: Path, parity: ParityResult,
+              report: Report) -> dict[str, Any]:
+    import onnx
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    max_len = getattr(task.loaded.tokenizer, "model_max_length", None)
+    return {
+        "edgeopt_version": __version__,
+        "target": req.target,
+        "task": req.src.task,
+        "model": "model.onnx",
+        "inputs": [_value_info(v) for v in graph.input],
+        "outputs": [_value_info(v) for v in graph.output],
+        "label_names": list(req.src.label_names) if req.src.label_names else None,
+        "pooling": req.src.pooling,
+        "normalized": req.src.normalize if req.src.task == "feature-extraction" else None,
+        "max_sequence_length": int(max_len) if isinstance(max_len, int) and max_len < 1e6 else None,
+        "providers": list(req.recipe.providers),
+        "parity": "passed" if parity.passed else "failed",
+        "source_weights_sha256": report.source["weights_sha256"],
+        "versions": report.versions,
+        "recipe": report.recipe,
+    }
+
+
+def _value_info(v: Any) -> dict[str, Any]:
+    import onnx
+
+    t = v.type.tensor_type
+    dims = [d.dim_param or (d.dim_value if d.HasField("dim_value") else "?") for d in t.shape.dim]
+    return {"name": v.name, "dtype": onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name,
+            "shape": dims}
+
+
+def _source_info(src: SourceModel) -> dict[str, Any]:
+    return {"path": str(src.path), "architecture": src.architecture, "model_type": src.model_type,
+            "library": src.library, "weights_sha256": src.weights_sha256(),
+            "weight_files": [p.name for p in src.weight_files]}
+
+
+def _record_dict(r: Any) -> dict[str, Any]:
+    return asdict(r)
+

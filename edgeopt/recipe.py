@@ -1,0 +1,306 @@
+"""Recipes: what a compile does, as small frozen dataclasses.
+
+A recipe is what a target YAML file holds (``recipes/targets/*.yaml``) and what
+``--recipe FILE`` reads. Every section is a frozen dataclass validated in
+``__post_init__``; the quantization section picks one config type by ``method``.
+Serialized recipes carry ``version`` so a report can say exactly what ran.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from edgeopt.errors import RecipeError
+
+RECIPE_VERSION = 1
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise RecipeError(message)
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """ONNX export settings."""
+
+    opset: int = 17
+    # Sequence length of the example input used for tracing; axes stay dynamic.
+    trace_seq_len: int = 16
+
+    def __post_init__(self) -> None:
+        _check(14 <= self.opset <= 23, f"export.opset must be 14..23, got {self.opset}")
+        _check(self.trace_seq_len >= 2, "export.trace_seq_len must be >= 2")
+
+
+@dataclass(frozen=True)
+class OptimizeConfig:
+    """onnxruntime transformer fusions, kept only when they keep parity."""
+
+    fusions: bool = True
+    # The fused graph must match the plain export within this (fp32 vs fp32).
+    parity_atol: float = 1e-3
+
+    def __post_init__(self) -> None:
+        _check(self.parity_atol > 0, "optimize.parity_atol must be > 0")
+
+
+@dataclass(frozen=True)
+class NoQuantConfig:
+    """Keep fp32 weights."""
+
+    method: ClassVar[str] = "none"
+
+
+@dataclass(frozen=True)
+class DynamicInt8Config:
+    """INT8 weights, activations quantized at run time (MatMulInteger / DynamicQuantizeMatMul)."""
+
+    method: ClassVar[str] = "dynamic-int8"
+    per_channel: bool = True
+    reduce_range: bool = False
+    weight_type: str = "int8"
+    quantize_embeddings: bool = True
+    # Node names (after optimization) kept in float.
+    exclude: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check(self.weight_type in ("int8", "uint8"), "quantize.weight_type must be int8 or uint8")
+
+
+@dataclass(frozen=True)
+class WeightOnlyInt4Config:
+    """Block-wise INT4 weights for MatMuls (MatMulNBits), embeddings as GatherBlockQuantized."""
+
+    method: ClassVar[str] = "weight-only-int4"
+    block_size: int = 128
+    symmetric: bool = True
+    # MatMulNBits compute type: 0 = as input (fp32), 4 = int8 activations (fast on CPU).
+    accuracy_level: int = 4
+    algorithm: str = "rtn"
+    quantize_embeddings: bool = True
+    # Node names kept at INT8 (8-bit MatMulNBits) because they are too sensitive for 4 bits.
+    int8_nodes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check(
+            self.block_size in (16, 32, 64, 128, 256),
+            "quantize.block_size must be a power of two in 16..256",
+        )
+        _check(self.accuracy_level in (0, 1, 2, 3, 4), "quantize.accuracy_level must be 0..4")
+        _check(self.algorithm in ("rtn", "hqq", "gptq"), "quantize.algorithm must be rtn|hqq|gptq")
+
+
+QuantConfig = NoQuantConfig | DynamicInt8Config | WeightOnlyInt4Config
+
+# One explicit registry: method name -> config type. Refuses duplicates.
+QUANT_CONFIGS: dict[str, type] = {}
+
+
+def register_quant_config(cls: type) -> type:
+    """Add a quantization config type under its ``method`` name."""
+    name = cls.method
+    if name in QUANT_CONFIGS:
+        raise ValueError(f"quantization method {name!r} registered twice")
+    QUANT_CONFIGS[name] = cls
+    return cls
+
+
+for _cls in (NoQuantConfig, DynamicInt8Config, WeightOnlyInt4Config):
+    register_quant_config(_cls)
+
+
+@dataclass(frozen=True)
+class Gates:
+    """Parity gates; ``None`` means the metric is reported but not gated."""
+
+    min_label_agreement: float | None = None
+    max_accuracy_drop: float | None = None
+    min_cosine_min: float | None = None
+    min_cosine_mean: float | None = None
+    min_sqnr_db: float | None = None
+    max_abs_error: float | None = None
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if v is None:
+                continue
+            _check(isinstance(v, (int, float)), f"gates.{f.name} must be a number")
+            if f.name in ("min_label_agreement", "min_cosine_min", "min_cosine_mean"):
+                _check(-1.0 <= v <= 1.0, f"gates.{f.name} must be within [-1, 1], got {v}")
+            if f.name in ("max_accuracy_drop", "max_abs_error"):
+                _check(v >= 0, f"gates.{f.name} must be >= 0, got {v}")
+
+
+@dataclass(frozen=True)
+class TaskGates:
+    """Gates per task: a cosine gate means something for embeddings, not for 2-class logits."""
+
+    text_classification: Gates = field(default_factory=Gates)
+    feature_extraction: Gates = field(default_factory=Gates)
+    text_generation: Gates = field(default_factory=Gates)
+
+    def for_task(self, task: str) -> Gates:
+        return getattr(self, task.replace("-", "_"))
+
+    def override(self, task: str, **values: float | None) -> TaskGates:
+        """Copy with some gates of ``task`` replaced (validated)."""
+        key = task.replace("-", "_")
+        return dataclasses.replace(self, **{key: dataclasses.replace(getattr(self, key), **values)})
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """CPU benchmark settings: batch-1 latency with warm-up and repeats."""
+
+    seq_len: int = 128
+    batch: int = 1
+    threads: int = 2
+    warmup: int = 10
+    repeats: int = 50
+    torch_baseline: bool = True
+
+    def __post_init__(self) -> None:
+        _check(self.seq_len >= 1 and self.batch >= 1, "bench.seq_len and bench.batch must be >= 1")
+        _check(self.threads >= 1, "bench.threads must be >= 1")
+        _check(self.warmup >= 0 and self.repeats >= 3, "bench needs warmup >= 0 and repeats >= 3")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything one compile does. Targets are named recipes."""
+
+    name: str
+    description: str
+    export: ExportConfig = field(default_factory=ExportConfig)
+    optimize: OptimizeConfig = field(default_factory=OptimizeConfig)
+    quantize: QuantConfig = field(default_factory=NoQuantConfig)
+    gates: TaskGates = field(default_factory=TaskGates)
+    bench: BenchConfig = field(default_factory=BenchConfig)
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    version: int = RECIPE_VERSION
+
+    def __post_init__(self) -> None:
+        _check(bool(self.name), "recipe.name must not be empty")
+        _check(self.version == RECIPE_VERSION, f"recipe version {self.version} is not supported "
+               f"(this edgeopt reads version {RECIPE_VERSION})")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for reports and manifests, ``method`` included."""
+        data = dataclasses.asdict(self)
+        data["quantize"] = {"method": self.quantize.method, **data["quantize"]}
+        return data
+
+    def with_gates(self, task: str, **overrides: float | None) -> Recipe:
+        """Return a copy with some gates of ``task`` replaced (validated)."""
+        return dataclasses.replace(self, gates=self.gates.override(task, **overrides))
+
+
+# --- parsing ---------------------------------------------------------------------------
+
+_SECTIONS: dict[str, type] = {
+    "export": ExportConfig,
+    "optimize": OptimizeConfig,
+    "bench": BenchConfig,
+}
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Check ``value`` against a simple annotation; lists become tuples."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(annotation)
+        if value is None and type(None) in args:
+            return None
+        annotation = next(a for a in args if a is not type(None))
+        origin = typing.get_origin(annotation)
+    if origin is tuple:
+        _check(isinstance(value, (list, tuple)), f"{where} must be a list")
+        return tuple(_coerce(v, typing.get_args(annotation)[0], where) for v in value)
+    if annotation is bool:
+        _check(isinstance(value, bool), f"{where} must be true or false")
+    elif annotation is int:
+        _check(isinstance(value, int) and not isinstance(value, bool), f"{where} must be an integer")
+    elif annotation is float:
+        _check(
+            isinstance(value, (int, float)) and not isinstance(value, bool),
+            f"{where} must be a number",
+        )
+        value = float(value)
+    elif annotation is str:
+        _check(isinstance(value, str), f"{where} must be a string")
+    return value
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    _check(isinstance(data, dict), f"{where} must be a mapping")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    _check(not unknown, f"unknown key(s) in {where}: {', '.join(unknown)} "
+           f"(known: {', '.join(sorted(known))})")
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def _build_gates(data: Any) -> TaskGates:
+    _check(isinstance(data, dict), "gates must be a mapping of task -> gates")
+    tasks = {f.name.replace("_", "-") for f in dataclasses.fields(TaskGates)}
+    unknown = sorted(set(data) - tasks)
+    _check(not unknown, f"unknown task(s) under gates: {', '.join(unknown)} "
+           f"(known: {', '.join(sorted(tasks))})")
+    return TaskGates(**{
+        task.replace("-", "_"): _build(Gates, values or {}, f"gates.{task}")
+        for task, values in data.items()
+    })
+
+
+def recipe_from_dict(data: Any, source: str = "recipe") -> Recipe:
+    """Build a validated :class:`Recipe` from parsed YAML; errors name ``source``."""
+    try:
+        _check(isinstance(data, dict), "a recipe must be a YAML mapping")
+        data = dict(data)
+        kwargs: dict[str, Any] = {}
+        for key in ("name", "description"):
+            _check(isinstance(data.get(key), str), f"'{key}' (a string) is required")
+            kwargs[key] = data.pop(key)
+        if "version" in data:
+            kwargs["version"] = _coerce(data.pop("version"), int, "version")
+        if "providers" in data:
+            kwargs["providers"] = _coerce(data.pop("providers"), tuple[str, ...], "providers")
+        for key, cls in _SECTIONS.items():
+            if key in data:
+                kwargs[key] = _build(cls, data.pop(key) or {}, key)
+        if "gates" in data:
+            kwargs["gates"] = _build_gates(data.pop("gates") or {})
+        if "quantize" in data:
+            q = dict(data.pop("quantize") or {})
+            method = q.pop("method", "none")
+            _check(method in QUANT_CONFIGS, f"unknown quantize.method {method!r} "
+                   f"(known: {', '.join(sorted(QUANT_CONFIGS))})")
+            kwargs["quantize"] = _build(QUANT_CONFIGS[method], q, "quantize")
+        _check(not data, f"unknown top-level key(s): {', '.join(sorted(data))}")
+        return Recipe(**kwargs)
+    except RecipeError as err:
+        raise RecipeError(f"{source}: {err}") from None
+
+
+def load_recipe_file(path: str | Path) -> Recipe:
+    """Read a recipe YAML file (what ``--recipe FILE`` passes)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe file {path} does not exist; pass a YAML file or use --target")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        first = str(err).splitlines()[0] if str(err) else "invalid YAML"
+        raise RecipeError(f"{path}: not valid YAML ({first})") from None
+    return recipe_from_dict(data, source=str(path))

@@ -1,0 +1,117 @@
+"""The compile report, built from the pass records, the parity result and the benchmark."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+REPORT_VERSION = 1
+
+
+@dataclass
+class Report:
+    """What one compile did and measured; ``report.json`` and ``report.md`` render it."""
+
+    status: str  # "PASSED" or "FAILED"
+    target: str
+    task: str
+    source: dict[str, Any]
+    recipe: dict[str, Any]
+    passes: list[dict[str, Any]]
+    parity: dict[str, Any]
+    bench: dict[str, Any] | None
+    sizes: dict[str, int]
+    versions: dict[str, str]
+    seconds: float
+    failures: list[str] = field(default_factory=list)
+    bundle: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "PASSED"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"report_version": REPORT_VERSION, **{
+            k: getattr(self, k) for k in (
+                "status", "target", "task", "failures", "bundle", "source", "sizes", "parity",
+                "bench", "passes", "recipe", "versions", "seconds", "extra")}}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, default=_jsonable)
+
+    def to_markdown(self) -> str:
+        lines = [f"# edgeopt report: {self.status}", ""]
+        lines += [f"- target: `{self.target}`; task: `{self.task}`",
+                  f"- source: `{self.source.get('path')}` ({self.source.get('architecture')}), "
+                  f"weights sha256 `{str(self.source.get('weights_sha256'))[:16]}…`",
+                  f"- compile time: {self.seconds:.1f} s"]
+        if self.bundle:
+            lines.append(f"- bundle: `{self.bundle}`")
+        if self.failures:
+            lines += ["", "## Failed gates", ""] + [f"- {f}" for f in self.failures]
+        lines += ["", "## Size", "", "| artifact | MB |", "|---|---:|"]
+        lines += [f"| {k} | {v / 1e6:.2f} |" for k, v in self.sizes.items()]
+        lines += self._parity_md() + self._bench_md() + self._passes_md()
+        for title, body in self.extra.items():
+            if isinstance(body, str):
+                lines += ["", f"## {title}", "", body]
+        return "\n".join(lines) + "\n"
+
+    def _parity_md(self) -> list[str]:
+        p = self.parity
+        lines = ["", "## Parity", "",
+                 f"{p.get('rows')} rows from {p.get('source')}; reference: original PyTorch fp32.",
+                 "", "| metric | value |", "|---|---:|"]
+        lines += [f"| {k} | {_fmt(v)} |" for k, v in p.get("metrics", {}).items()]
+        gates = p.get("gates", [])
+        if gates:
+            lines += ["", "| gate | threshold | value | result |", "|---|---:|---:|---|"]
+            for g in gates:
+                result = {True: "pass", False: "FAIL", None: "not measured"}[g["passed"]]
+                lines.append(f"| {g['gate']} | {g['threshold']:g} | {_fmt(g['value'])} | {result} |")
+        return lines
+
+    def _bench_md(self) -> list[str]:
+        if not self.bench:
+            return []
+        cfg = self.bench["config"]
+        lines = ["", "## CPU latency", "",
+                 f"batch {cfg['batch']}, input shape {cfg['input_shape']}, {cfg['threads']} "
+                 f"threads, {cfg['warmup']} warm-up + {cfg['repeats']} timed runs per variant, "
+                 "round-robin in one run.", "",
+                 "| variant | p50 ms | p90 ms | p99 ms | std ms |", "|---|---:|---:|---:|---:|"]
+        for name, s in self.bench["latency"].items():
+            lines.append(f"| {name} | {s['p50_ms']:.2f} | {s['p90_ms']:.2f} | {s['p99_ms']:.2f} "
+                         f"| {s['std_ms']:.2f} |")
+        if self.bench.get("speedup_p50"):
+            lines += ["", f"p50 speed-up of `{self.bench['subject']}` over "
+                      f"`{self.bench['baseline']}`: {self.bench['speedup_p50']:.2f}x"]
+        return lines
+
+    def _passes_md(self) -> list[str]:
+        lines = ["", "## Passes", "", "| pass | seconds | output MB | notes |", "|---|---:|---:|---|"]
+        for r in self.passes:
+            size = f"{r['output_bytes'] / 1e6:.2f}" if r.get("output_bytes") else ""
+            notes = "; ".join(f"{k}: {_fmt(v)}" for k, v in r.get("notes", {}).items())
+            lines.append(f"| {r['name']} | {r['seconds']:.2f} | {size} | {notes} |")
+        return lines
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}" if abs(v) < 1e4 else f"{v:.3e}"
+    if isinstance(v, dict):
+        return ", ".join(f"{k}={_fmt(x)}" for k, x in v.items())
+    return "" if v is None else str(v)
+
+
+def _jsonable(obj: Any) -> Any:
+    if hasattr(obj, "item"):
+        return obj.item()
+    if hasattr(obj, "__fspath__"):
+        return str(obj)
+    if isinstance(obj, (set, tuple)):
+        return list(obj)
+    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
