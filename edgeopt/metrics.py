@@ -12,7 +12,7 @@ def sqnr_db(ref: np.ndarray, cand: np.ndarray) -> float:
     signal = float(np.sum(ref64**2))
     if noise == 0.0:
         return float("inf")
-    return 10.0 * np.log10(max(signal, 1e-30) / noise)
+    return float(10.0 * np.log10(max(signal, 1e-30) / noise))
 
 
 def row_cosine(ref: np.ndarray, cand: np.ndarray) -> np.ndarray:

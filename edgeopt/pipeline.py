@@ -8,8 +8,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from dataclasses import asdict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 

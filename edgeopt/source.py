@@ -96,10 +96,9 @@ def inspect_model(
     architecture = str(archs[0]) if archs else ""
     weight_files, uses_pickle = _weight_files(path, allow_pickle)
     library = "sentence_transformers" if (path / "modules.json").is_file() else "transformers"
-    detected = detect_task(architecture, model_type, library)
     if task is not None and task not in TASKS:
         raise ModelError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
-    task = task or detected
+    task = task or detect_task(architecture, model_type, library)
     _check_supported(path, task, model_type, architecture)
     pooling, normalize = _sentence_transformers_pooling(path) if task == "feature-extraction" else (
         None, False)

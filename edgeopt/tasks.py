@@ -74,15 +74,26 @@ class EncoderTask:
         if "input_ids" not in self.input_names or "attention_mask" not in self.input_names:
             raise ModelError(f"{src.path}: tokenizer must produce input_ids and attention_mask")
 
+    def max_positions(self) -> int:
+        """Longest sequence the model accepts (position table and tokenizer limit)."""
+        limits = [int(self.src.config.get("max_position_embeddings", 512))]
+        tok_max = getattr(self.loaded.tokenizer, "model_max_length", None)
+        if isinstance(tok_max, int) and tok_max < 1_000_000:
+            limits.append(tok_max)
+        return min(limits)
+
     # -- feeds ----------------------------------------------------------------------------
     def encode(self, texts: list[str], max_length: int = 128) -> dict[str, np.ndarray]:
         enc = self.loaded.tokenizer(
-            texts, padding=True, truncation=True, max_length=max_length, return_tensors="np"
+            texts, padding=True, truncation=True, max_length=min(max_length, self.max_positions()),
+            return_tensors="np",
         )
         return {n: np.asarray(enc[n], dtype=np.int64) for n in self.input_names}
 
     def fixed_length_feeds(self, text: str, seq_len: int, batch: int) -> dict[str, np.ndarray]:
-        """Benchmark inputs: real text tokenized, repeated/truncated to exactly ``seq_len``."""
+        """Benchmark inputs: real text tokenized, repeated/truncated to exactly ``seq_len``
+        (capped at the model's longest sequence)."""
+        seq_len = min(seq_len, self.max_positions())
         ids = self.loaded.tokenizer(text, add_special_tokens=False)["input_ids"] or [100]
         body = (ids * (seq_len // len(ids) + 1))[: max(seq_len - 2, 0)]
         tok = self.loaded.tokenizer

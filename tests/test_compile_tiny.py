@@ -1,0 +1,138 @@
+"""The whole compile on tiny random models: bundle contents, op counts, float parity,
+failing gates. Accuracy claims are not made here (random weights hide quantization loss).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from helpers import fast_recipe
+
+import edgeopt
+from edgeopt.bundle import read_manifest
+from edgeopt.errors import OutputExistsError, ParityError
+from edgeopt.graph import op_counts
+
+
+@pytest.fixture(scope="module")
+def fp32_bundle(tiny_classifier, tmp_path_factory, request):
+    out = tmp_path_factory.mktemp("b") / "bundle"
+    report = edgeopt.compile(str(tiny_classifier), recipe=fast_recipe("x86-fp32"), out=out)
+    return out, report
+
+
+def test_fp32_bundle_is_complete_and_exact(fp32_bundle, tiny_classifier):
+    out, report = fp32_bundle
+    assert report.passed and report.bundle == str(out)
+    names = {p.name for p in out.iterdir()}
+    assert {"model.onnx", "manifest.json", "report.json", "report.md", "tokenizer.json"} <= names
+    assert not list(out.parent.glob(".bundle.tmp-*")), "staging folder left behind"
+    m = report.parity["metrics"]
+    assert m["max_abs_error"] < 1e-4 and m["label_agreement"] == 1.0
+    stages = [p["name"] for p in report.passes]
+    assert stages == ["load", "export", "optimize", "quantize", "validate", "benchmark"]
+    assert all(p["seconds"] >= 0 for p in report.passes)
+
+
+def test_manifest_describes_the_graph(fp32_bundle, tiny_classifier):
+    out, report = fp32_bundle
+    manifest = read_manifest(out)  # verifies every sha256
+    assert manifest["task"] == "text-classification"
+    assert manifest["label_names"] == ["negative", "positive"]
+    assert [i["name"] for i in manifest["inputs"]] == ["input_ids", "attention_mask", "token_type_ids"]
+    assert manifest["inputs"][0]["shape"] == ["batch", "sequence"]
+    assert manifest["inputs"][0]["dtype"] == "int64"
+    assert manifest["outputs"][0]["name"] == "logits"
+    assert set(manifest["versions"]) >= {"torch", "transformers", "onnx", "onnxruntime"}
+    assert manifest["source_weights_sha256"] == report.source["weights_sha256"]
+    assert set(manifest["files"]) >= {"model.onnx", "tokenizer.json", "report.json"}
+
+
+def test_bundle_runs_from_its_own_files(fp32_bundle, tiny_classifier):
+    # What an app does: load the tokenizer and the graph from the bundle alone.
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    out, _ = fp32_bundle
+    tok = AutoTokenizer.from_pretrained(out)
+    enc = tok(["the movie was great", "boring plot and bad acting ever"], padding=True,
+              return_tensors="np")
+    sess = ort.InferenceSession(str(out / "model.onnx"))
+    logits = sess.run(None, {k: enc[k].astype(np.int64) for k in
+                             ("input_ids", "attention_mask", "token_type_ids")})[0]
+    import torch
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_classifier).eval()
+    with torch.no_grad():
+        ref = model(**{k: torch.from_numpy(v) for k, v in enc.items()}).logits.numpy()
+    np.testing.assert_allclose(logits, ref, atol=1e-4)
+
+
+def test_existing_output_is_refused_then_replaced_with_force(fp32_bundle, tiny_classifier):
+    out, _ = fp32_bundle
+    before = (out / "model.onnx").stat().st_mtime_ns
+    with pytest.raises(OutputExistsError, match="--force"):
+        edgeopt.compile(str(tiny_classifier), recipe=fast_recipe("x86-fp32"), out=out)
+    assert (out / "model.onnx").stat().st_mtime_ns == before
+    edgeopt.compile(str(tiny_classifier), recipe=fast_recipe("x86-fp32"), out=out, force=True)
+    assert read_manifest(out)["target"] == "x86-fp32"
+
+
+def test_int8_quantizes_every_weight_matmul_and_the_embeddings(tiny_classifier, tmp_path):
+    report = edgeopt.compile(str(tiny_classifier), recipe=fast_recipe("x86-int8"),
+                             out=tmp_path / "b")
+    counts = op_counts(tmp_path / "b" / "model.onnx")
+    # 2 layers x (q, k, v, attn-out, ffn-in, ffn-out) = 12 weight MatMuls, + pooler + classifier
+    # (Gemm in the export) stay float; the only float MatMuls left are the 2 x 2 attention
+    # products of two activations.
+    assert counts["MatMulInteger"] >= 12
+    assert counts["MatMul"] == 4
+    assert counts["DequantizeLinear"] >= 1  # the int8 embedding tables
+    size = report.sizes
+    assert size["bundle model.onnx"] < 0.5 * size["onnx fp32"]
+
+
+def test_int4_uses_matmulnbits_and_quantized_embeddings(tiny_classifier, tmp_path):
+    edgeopt.compile(str(tiny_classifier), recipe=fast_recipe("arm64-int4"), out=tmp_path / "b")
+    counts = op_counts(tmp_path / "b" / "model.onnx")
+    assert counts["MatMulNBits"] >= 12
+    assert counts["GatherBlockQuantized"] >= 1
+
+
+def test_embedder_bundle_pools_inside_the_graph(tiny_embedder, tmp_path):
+    report = edgeopt.compile(str(tiny_embedder), recipe=fast_recipe("x86-fp32"), out=tmp_path / "e")
+    manifest = read_manifest(tmp_path / "e")
+    assert manifest["pooling"] == "mean" and manifest["normalized"] is True
+    assert manifest["outputs"][0]["name"] == "sentence_embedding"
+    assert manifest["outputs"][0]["shape"][0] == "batch"
+    assert report.parity["metrics"]["cosine_min"] > 0.9999
+
+
+def test_failed_gate_raises_with_every_failure_and_keeps_only_the_report(tiny_classifier, tmp_path):
+    recipe = fast_recipe("arm64-int4").with_gates(
+        "text-classification", min_label_agreement=1.0, min_sqnr_db=200.0, max_abs_error=0.0)
+    out = tmp_path / "b"
+    with pytest.raises(ParityError) as info:
+        edgeopt.compile(str(tiny_classifier), recipe=recipe, out=out)
+    failures = info.value.failures
+    assert any("sqnr_db" in f for f in failures) and any("max_abs_error" in f for f in failures)
+    assert sorted(p.name for p in out.iterdir()) == ["report.json", "report.md"]
+    report = json.loads((out / "report.json").read_text())
+    assert report["status"] == "FAILED"
+    assert "FAILED" in (out / "report.md").read_text()
+
+
+def test_no_fail_on_parity_keeps_the_bundle_marked_failed(tiny_classifier, tmp_path):
+    recipe = fast_recipe("arm64-int4").with_gates("text-classification", min_sqnr_db=200.0)
+    report = edgeopt.compile(str(tiny_classifier), recipe=recipe, out=tmp_path / "b",
+                             fail_on_parity=False)
+    assert report.status == "FAILED"
+    assert read_manifest(tmp_path / "b")["parity"] == "failed"
+
+
+def test_source_folder_is_never_modified(tiny_classifier, tmp_path):
+    before = {p.name: p.stat().st_mtime_ns for p in tiny_classifier.iterdir()}
+    edgeopt.compile(str(tiny_classifier), recipe=fast_recipe("x86-int8"), out=tmp_path / "b")
+    assert {p.name: p.stat().st_mtime_ns for p in tiny_classifier.iterdir()} == before

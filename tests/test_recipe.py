@@ -1,0 +1,102 @@
+"""Recipes and targets: parsing, validation and the shipped target files."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgeopt.errors import RecipeError
+from edgeopt.recipe import (
+    DynamicInt8Config,
+    NoQuantConfig,
+    WeightOnlyInt4Config,
+    load_recipe_file,
+    recipe_from_dict,
+)
+from edgeopt.targets import describe_targets, load_target, target_names
+
+
+def test_required_targets_ship():
+    assert {"x86-fp32", "x86-int8", "arm64-int8", "arm64-int4"} <= set(target_names())
+
+
+@pytest.mark.parametrize("name", target_names())
+def test_every_target_loads_and_names_itself(name):
+    recipe = load_target(name)
+    assert recipe.name == name
+    assert recipe.description
+    assert recipe.to_dict()["quantize"]["method"] == recipe.quantize.method
+
+
+def test_target_quantize_choices_carry_a_reason():
+    # Every setting in a shipped target's quantize section has a comment saying why.
+    from edgeopt.targets import _targets_dir
+
+    for path in _targets_dir().glob("*.yaml"):
+        section = path.read_text().split("\nquantize:", 1)[1].split("\ngates:", 1)[0]
+        for line in section.splitlines():
+            if line.strip() and not line.strip().startswith("#"):
+                assert "#" in line, f"{path.name}: '{line.strip()}' has no reason"
+
+
+def test_describe_targets_is_one_line_each():
+    rows = describe_targets()
+    assert all("\n" not in d and d for _, d in rows)
+
+
+def test_quant_method_selects_config_type():
+    base = {"name": "r", "description": "d"}
+    assert isinstance(recipe_from_dict(base).quantize, NoQuantConfig)
+    r = recipe_from_dict(base | {"quantize": {"method": "dynamic-int8", "per_channel": False}})
+    assert isinstance(r.quantize, DynamicInt8Config) and r.quantize.per_channel is False
+    r = recipe_from_dict(base | {"quantize": {"method": "weight-only-int4", "block_size": 32}})
+    assert isinstance(r.quantize, WeightOnlyInt4Config) and r.quantize.block_size == 32
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"description": "d"}, "'name'"),
+        ({"name": "r", "description": "d", "bogus": 1}, "unknown top-level key"),
+        ({"name": "r", "description": "d", "quantize": {"method": "magic"}}, "unknown quantize.method"),
+        ({"name": "r", "description": "d", "quantize": {"method": "dynamic-int8", "colour": 1}},
+         "unknown key(s) in quantize: colour"),
+        ({"name": "r", "description": "d", "export": {"opset": 9}}, "export.opset"),
+        ({"name": "r", "description": "d", "bench": {"threads": "two"}}, "bench.threads"),
+        ({"name": "r", "description": "d", "gates": {"text-classification":
+                                                    {"min_label_agreement": 1.5}}}, "within"),
+        ({"name": "r", "description": "d", "gates": {"speech": {}}}, "unknown task"),
+        ({"name": "r", "description": "d", "version": 7}, "version 7"),
+        ({"name": "r", "description": "d", "quantize": {"method": "weight-only-int4",
+                                                       "block_size": 100}}, "block_size"),
+    ],
+)
+def test_bad_recipes_raise_one_clear_error(data, message):
+    with pytest.raises(RecipeError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        recipe_from_dict(data)
+
+
+def test_gates_are_per_task_and_overridable():
+    r = load_target("arm64-int8")
+    assert r.gates.for_task("text-classification").min_label_agreement == 0.99
+    assert r.gates.for_task("feature-extraction").min_label_agreement is None
+    r2 = r.with_gates("text-classification", min_label_agreement=0.5)
+    assert r2.gates.for_task("text-classification").min_label_agreement == 0.5
+    assert r.gates.for_task("text-classification").min_label_agreement == 0.99  # frozen copy
+
+
+def test_unknown_target_lists_valid_ones():
+    with pytest.raises(RecipeError, match="valid targets: .*arm64-int8"):
+        load_target("arm65-int8")
+
+
+def test_recipe_file_errors_name_the_file(tmp_path):
+    bad = tmp_path / "r.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(RecipeError, match="not valid YAML"):
+        load_recipe_file(bad)
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(RecipeError, match="does not exist"):
+        load_recipe_file(missing)
+    ok = tmp_path / "ok.yaml"
+    ok.write_text("name: mine\ndescription: my own\nquantize: {method: dynamic-int8}\n")
+    assert load_recipe_file(ok).name == "mine"
