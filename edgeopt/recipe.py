@@ -43,6 +43,10 @@ class OptimizeConfig:
     """onnxruntime transformer fusions, kept only when they keep parity."""
 
     fusions: bool = True
+    # Fused Attention / EmbedLayerNormalization hide their weights from weight-only
+    # quantizers (MatMulNBits covers MatMul and Gather only): INT4 targets turn them off.
+    fuse_attention: bool = True
+    fuse_embeddings: bool = True
     # The fused graph must match the plain export within this (fp32 vs fp32).
     parity_atol: float = 1e-3
 

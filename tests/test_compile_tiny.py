@@ -14,7 +14,7 @@ from helpers import fast_recipe
 import edgeopt
 from edgeopt.bundle import read_manifest
 from edgeopt.errors import OutputExistsError, ParityError
-from edgeopt.graph import op_counts
+from edgeopt.graph import float_weight_matmuls, op_counts
 
 
 @pytest.fixture(scope="module")
@@ -83,22 +83,27 @@ def test_existing_output_is_refused_then_replaced_with_force(fp32_bundle, tiny_c
 def test_int8_quantizes_every_weight_matmul_and_the_embeddings(tiny_classifier, tmp_path):
     report = edgeopt.compile(str(tiny_classifier), recipe=fast_recipe("x86-int8"),
                              out=tmp_path / "b")
-    counts = op_counts(tmp_path / "b" / "model.onnx")
-    # 2 layers x (q, k, v, attn-out, ffn-in, ffn-out) = 12 weight MatMuls, + pooler + classifier
-    # (Gemm in the export) stay float; the only float MatMuls left are the 2 x 2 attention
-    # products of two activations.
-    assert counts["MatMulInteger"] >= 12
-    assert counts["MatMul"] == 4
-    assert counts["DequantizeLinear"] >= 1  # the int8 embedding tables
+    path = tmp_path / "b" / "model.onnx"
+    counts = op_counts(path)
+    # Per layer: the fused QKV Attention -> QAttention, then attention output, FFN in and
+    # FFN out -> MatMulInteger; plus pooler and classifier (Gemm in the export, rewritten).
+    assert counts["QAttention"] == 2
+    assert counts["MatMulInteger"] == 2 * 3 + 2
+    assert counts["QEmbedLayerNormalization"] == 1  # the int8 embedding tables
+    assert float_weight_matmuls(path) == []
     size = report.sizes
     assert size["bundle model.onnx"] < 0.5 * size["onnx fp32"]
 
 
 def test_int4_uses_matmulnbits_and_quantized_embeddings(tiny_classifier, tmp_path):
     edgeopt.compile(str(tiny_classifier), recipe=fast_recipe("arm64-int4"), out=tmp_path / "b")
-    counts = op_counts(tmp_path / "b" / "model.onnx")
-    assert counts["MatMulNBits"] >= 12
-    assert counts["GatherBlockQuantized"] >= 1
+    path = tmp_path / "b" / "model.onnx"
+    counts = op_counts(path)
+    # 2 layers x (q, k, v, attn-out, ffn-in, ffn-out) + pooler + classifier (exported as
+    # Gemm and rewritten first): attention fusion is off so none hides inside Attention.
+    assert counts["MatMulNBits"] == 14
+    assert float_weight_matmuls(path) == []
+    assert counts["GatherBlockQuantized"] == 3  # word, position and token-type tables
 
 
 def test_embedder_bundle_pools_inside_the_graph(tiny_embedder, tmp_path):

@@ -16,10 +16,23 @@ from edgeopt.tasks import EncoderTask
 def export_encoder(task: EncoderTask, config: ExportConfig, workdir: Path) -> OnnxArtifact:
     """Trace the task's wrapper with the TorchScript exporter into ``workdir/exported.onnx``.
 
-    The TorchScript exporter is used because onnxruntime's transformer fusions match
-    its graph patterns; the example batch has one padded row so the attention-mask path
-    is traced rather than specialised away for an all-ones mask.
+    The TorchScript exporter with eager attention is used because onnxruntime's
+    Attention and EmbedLayerNormalization fusions match that graph and not the SDPA
+    one; the example batch has one padded row so the attention-mask path is traced
+    rather than specialised away for an all-ones mask.
     """
+
+    model = task.loaded.model
+    previous = model.config._attn_implementation
+    model.set_attn_implementation("eager")
+    try:
+        return _export(task, config, workdir)
+    finally:
+        # The PyTorch reference and baseline run the attention users run by default.
+        model.set_attn_implementation(previous)
+
+
+def _export(task: EncoderTask, config: ExportConfig, workdir: Path) -> OnnxArtifact:
     import torch
 
     module = task.export_module()

@@ -42,13 +42,16 @@ def optimize_encoder(
     if ort_type is None:
         record.notes["fusions"] = f"no fusion rules for {model_config.get('model_type')}"
         return artifact
+    from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
     heads, hidden = heads_and_hidden(model_config)
+    options = FusionOptions(ort_type)
+    options.enable_attention = config.fuse_attention
+    options.enable_embed_layer_norm = config.fuse_embeddings
     logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)
-    fused = optimize_model(
-        str(artifact.path), model_type=ort_type, num_heads=heads, hidden_size=hidden, opt_level=0
-    )
+    fused = optimize_model(str(artifact.path), model_type=ort_type, num_heads=heads,
+                           hidden_size=hidden, opt_level=0, optimization_options=options)
     out = workdir / "optimized.onnx"
     fused.save_model_to_file(str(out))
     candidate = OnnxArtifact(out)

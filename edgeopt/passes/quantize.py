@@ -11,6 +11,7 @@ from typing import Any
 from edgeopt.artifact import OnnxArtifact, PassRecord
 from edgeopt.errors import RecipeError
 from edgeopt.graph import op_counts
+from edgeopt.passes.gemm_to_matmul import gemm_to_matmul
 from edgeopt.recipe import DynamicInt8Config, NoQuantConfig, WeightOnlyInt4Config
 from edgeopt.runtime import quiet_logging
 
@@ -60,9 +61,11 @@ def quantize_dynamic_int8(
     op_types = ["MatMul", "Attention"]
     if config.quantize_embeddings:
         op_types += ["Gather", "EmbedLayerNormalization"]
+    model = onnx.load(str(artifact.path))
+    record.notes["gemm_rewritten"] = gemm_to_matmul(model)
     out = workdir / "quantized.onnx"
     quantize_dynamic(
-        str(artifact.path),
+        model,
         str(out),
         op_types_to_quantize=op_types,
         per_channel=config.per_channel,
@@ -106,6 +109,7 @@ def quantize_weight_only_int4(
         raise RecipeError(f"quantize.algorithm {config.algorithm!r} needs calibration data and "
                           "is available for decoders only")
     model = onnx.load(str(artifact.path))
+    record.notes["gemm_rewritten"] = gemm_to_matmul(model)
     quantizer = mnb.MatMulNBitsQuantizer(
         model,
         block_size=config.block_size,
