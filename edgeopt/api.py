@@ -7,7 +7,7 @@ from pathlib import Path
 
 from edgeopt.artifact import Journal
 from edgeopt.bundle import check_output
-from edgeopt.errors import ParityError, RecipeError
+from edgeopt.errors import DataError, ParityError, RecipeError
 from edgeopt.evaldata import EvalData, builtin_sentences, load_eval_data
 from edgeopt.recipe import Recipe, load_recipe_file
 from edgeopt.report import Report
@@ -62,7 +62,14 @@ def compile(  # noqa: A001 - the public name the design asks for
             raise RecipeError(f"unknown gate in overrides: {err}") from None
     out_path = Path(out).expanduser()
     check_output(out_path, force, source=src.path)
-    data = _eval_data(eval_data, src.label_names, max_eval_rows)
+    eval_path = Path(eval_data) if isinstance(eval_data, (str, Path)) else None
+    if src.task == "text-generation":
+        # Decoders measure perplexity on plain text; the file is read by their pipeline.
+        if eval_path is not None and not eval_path.is_file():
+            raise DataError(f"eval data {eval_path} does not exist; pass a plain-text file")
+        data = builtin_sentences()
+    else:
+        data = _eval_data(eval_data, src.label_names, max_eval_rows)
 
     journal = Journal(on_stage=on_stage or (lambda *_: None))
     if src.task == "text-generation":
@@ -72,7 +79,8 @@ def compile(  # noqa: A001 - the public name the design asks for
     from edgeopt.pipeline import CompileRequest
 
     report = run(
-        CompileRequest(src=src, recipe=chosen, target=name, data=data, out=out_path, force=force,
+        CompileRequest(src=src, recipe=chosen, target=name, data=data, eval_path=eval_path,
+                       out=out_path, force=force,
                        fail_on_parity=fail_on_parity, trust_remote_code=trust_remote_code),
         journal,
     )

@@ -34,7 +34,9 @@ class CompileRequest:
     src: SourceModel
     recipe: Recipe
     target: str
+    # Encoders: parsed eval rows. Decoders read ``eval_path`` as plain text instead.
     data: EvalData
+    eval_path: Path | None
     out: Path
     force: bool
     fail_on_parity: bool

@@ -129,6 +129,11 @@ class Gates:
     min_cosine_mean: float | None = None
     min_sqnr_db: float | None = None
     max_abs_error: float | None = None
+    # Decoders: perplexity of the bundle over the original's, teacher-forced next-token
+    # agreement, and the minimum per-position cosine of the prefill logits.
+    max_perplexity_ratio: float | None = None
+    min_token_agreement: float | None = None
+    min_prefill_cosine: float | None = None
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -136,7 +141,8 @@ class Gates:
             if v is None:
                 continue
             _check(isinstance(v, (int, float)), f"gates.{f.name} must be a number")
-            if f.name in ("min_label_agreement", "min_cosine_min", "min_cosine_mean"):
+            if f.name in ("min_label_agreement", "min_cosine_min", "min_cosine_mean",
+                          "min_token_agreement", "min_prefill_cosine"):
                 _check(-1.0 <= v <= 1.0, f"gates.{f.name} must be within [-1, 1], got {v}")
             if f.name in ("max_accuracy_drop", "max_abs_error"):
                 _check(v >= 0, f"gates.{f.name} must be >= 0, got {v}")
@@ -169,6 +175,9 @@ class BenchConfig:
     warmup: int = 10
     repeats: int = 50
     torch_baseline: bool = True
+    # Decoders: prefill is timed on a prompt of seq_len tokens, decode over this many
+    # new tokens with the KV cache.
+    decode_tokens: int = 64
 
     def __post_init__(self) -> None:
         _check(self.seq_len >= 1 and self.batch >= 1, "bench.seq_len and bench.batch must be >= 1")

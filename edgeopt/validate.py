@@ -28,6 +28,9 @@ GATE_METRICS: dict[str, tuple[str, str]] = {
     "min_cosine_mean": ("cosine_mean", "min"),
     "min_sqnr_db": ("sqnr_db", "min"),
     "max_abs_error": ("max_abs_error", "max"),
+    "max_perplexity_ratio": ("perplexity_ratio", "max"),
+    "min_token_agreement": ("token_agreement", "min"),
+    "min_prefill_cosine": ("prefill_cosine_min", "min"),
 }
 
 
