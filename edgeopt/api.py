@@ -14,6 +14,8 @@ from edgeopt.report import Report
 from edgeopt.source import inspect_model
 from edgeopt.targets import load_target
 
+MAX_CALIBRATION_ROWS = 256
+
 StageHook = Callable[[str, str, float | None], None]
 
 
@@ -39,6 +41,7 @@ def compile(  # noqa: A001 - the public name the design asks for
     task: str | None = None,
     eval_data: str | Path | EvalData | None = None,
     max_eval_rows: int | None = None,
+    calibration_data: str | Path | EvalData | None = None,
     gates: Mapping[str, float | None] | None = None,
     force: bool = False,
     allow_pickle: bool = False,
@@ -71,6 +74,11 @@ def compile(  # noqa: A001 - the public name the design asks for
     else:
         data = _eval_data(eval_data, src.label_names, max_eval_rows)
 
+    # Calibration: the given file, else the eval rows; a deterministic sample of <= 256.
+    calibration = data if calibration_data is None else _eval_data(
+        calibration_data, src.label_names, None)
+    calibration = calibration.sample(min(len(calibration), MAX_CALIBRATION_ROWS))
+
     journal = Journal(on_stage=on_stage or (lambda *_: None))
     if src.task == "text-generation":
         from edgeopt.decoder.pipeline import compile_decoder as run
@@ -80,6 +88,7 @@ def compile(  # noqa: A001 - the public name the design asks for
 
     report = run(
         CompileRequest(src=src, recipe=chosen, target=name, data=data, eval_path=eval_path,
+                       calibration=calibration,
                        out=out_path, force=force,
                        fail_on_parity=fail_on_parity, trust_remote_code=trust_remote_code),
         journal,

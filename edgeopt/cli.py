@@ -75,6 +75,9 @@ def _parse_gates(values: tuple[str, ...]) -> dict[str, float | None]:
 @click.option("--eval-data", type=click.Path(dir_okay=False),
               help="TSV/CSV/JSONL with a 'text' or 'sentence' column (and optional 'label').")
 @click.option("--max-eval-rows", type=click.IntRange(min=1), help="Validate on a deterministic sample.")
+@click.option("--calibration-data", type=click.Path(dir_okay=False),
+              help="Rows to calibrate on (same formats as --eval-data; at most 256 are sampled). "
+                   "Default: a sample of the eval data.")
 @click.option("--gate", "gate_values", multiple=True, metavar="NAME=VALUE",
               help="Override a parity gate, e.g. --gate min_label_agreement=0.98 (repeatable).")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
@@ -85,7 +88,8 @@ def _parse_gates(values: tuple[str, ...]) -> dict[str, float | None]:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @_debug_flag
 def compile_cmd(model: str, target: str | None, recipe: str | None, out: str, task: str | None,
-                eval_data: str | None, max_eval_rows: int | None, gate_values: tuple[str, ...],
+                eval_data: str | None, max_eval_rows: int | None, calibration_data: str | None,
+                gate_values: tuple[str, ...],
                 force: bool, allow_pickle: bool, trust_remote_code: bool,
                 no_fail_on_parity: bool, as_json: bool) -> None:
     """Compile MODEL (a model folder or a demo name) into a validated bundle."""
@@ -97,7 +101,8 @@ def compile_cmd(model: str, target: str | None, recipe: str | None, out: str, ta
         try:
             report = run_compile(
                 model, target=target, recipe=recipe, out=out, task=task, eval_data=eval_data,
-                max_eval_rows=max_eval_rows, gates=_parse_gates(gate_values), force=force,
+                max_eval_rows=max_eval_rows, calibration_data=calibration_data,
+                gates=_parse_gates(gate_values), force=force,
                 allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
                 fail_on_parity=not no_fail_on_parity, on_stage=display.on_stage,
             )

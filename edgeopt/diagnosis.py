@@ -85,10 +85,10 @@ class ErrorStats:
 class TensorDiff:
     """One compared tensor, in the reference graph's topological order.
 
-    ``drop_db`` is the SQNR lost at this node (its compared inputs' worst SQNR minus its
-    own; exact inputs count as +inf). ``own_sqnr_db`` is the SQNR of the error this node
-    adds by itself, from noise powers: 1/own = 1/out - 1/in. Unlike ``drop_db`` it is
-    finite at the first quantized node, so it ranks nodes fairly.
+    ``drop_db`` is the SQNR lost at this node: its compared inputs' worst SQNR minus its
+    own (exact inputs count as +inf). ``own_sqnr_db`` is measured with the candidate's
+    node fed the reference's inputs: the error the node adds by itself, which ranks
+    nodes fairly (a drop from +inf is infinite however small the error).
     """
 
     order: int
@@ -103,7 +103,6 @@ class TensorDiff:
     input_sqnr_db: float
     drop_db: float
     own_sqnr_db: float
-    changed: bool  # False: same ops and weights as the reference; it only passes error on
 
     def to_dict(self) -> dict[str, Any]:
         return {k: _finite(v) for k, v in self.__dict__.items()}
@@ -143,9 +142,8 @@ class Diagnosis:
     seconds: float = 0.0
 
     def ranked(self) -> list[TensorDiff]:
-        """Tensors whose node adds the most error first (lowest own SQNR); nodes computed
-        as in the reference only pass error on, so they come after the changed ones."""
-        return sorted(self.tensors, key=lambda t: (not t.changed, t.own_sqnr_db, t.order))
+        """Tensors whose node adds the most error first (lowest own SQNR)."""
+        return sorted(self.tensors, key=lambda t: (_key(t.own_sqnr_db), t.order))
 
     def headline(self) -> str:
         """One line: where the error first jumps, or that it never does."""
@@ -189,21 +187,17 @@ class Diagnosis:
             name = str(s.layer) if s.layer is not None else "other"
             lines.append(f"| {name} | {s.tensors} | {_f(s.output_sqnr_db)} | {_f(s.min_sqnr_db)} "
                          f"| {_where(s.worst_node, s.worst)} | {_f(s.worst_own_sqnr_db)} |")
-        mixed = not all(t.changed for t in self.tensors)  # else "changed" says nothing
         lines += ["", f"Nodes adding the most error, top {min(top, len(self.tensors))} of "
-                  f"{len(self.tensors)}. *drop*: SQNR lost at the node; *own*: SQNR of the error "
-                  "the node adds by itself, lower is worse."
-                  + (" *changed*: computed with other ops or weights than the reference; an "
-                     "unchanged node only passes error on, so it is listed after the changed "
-                     "ones." if mixed else ""), "",
-                  "| # | node | op (ref / cand) | layer | SQNR dB | cosine | drop dB | own dB |"
-                  + (" changed |" if mixed else ""),
-                  "|---:|---|---|---:|---:|---:|---:|---:|" + ("---|" if mixed else "")]
+                  f"{len(self.tensors)}. *SQNR*: error that reaches the tensor; *drop*: SQNR "
+                  "lost at the node; *own*: SQNR of the node's output when it is fed the "
+                  "reference's inputs, the error it adds by itself (lower is worse).", "",
+                  "| # | node | op (ref / cand) | layer | SQNR dB | cosine | drop dB | own dB |",
+                  "|---:|---|---|---:|---:|---:|---:|---:|"]
         for t in self.ranked()[:top]:
             layer = "" if t.layer is None else str(t.layer)
             lines.append(f"| {t.order} | {_where(t.node, t.tensor)} | {_ops(t)} | {layer} "
                          f"| {_f(t.sqnr_db)} | {t.cosine:.5f} | {_f(t.drop_db, 'inf')} "
-                         f"| {_f(t.own_sqnr_db)} |" + (f" {'yes' if t.changed else 'no'} |" if mixed else ""))
+                         f"| {_f(t.own_sqnr_db)} |")
         if self.notes:
             lines += [""] + [f"- {n}" for n in self.notes]
         return "\n".join(lines).rstrip() + "\n"
@@ -221,15 +215,16 @@ class Compared:
     order: int
     inputs: tuple[str, ...]  # nearest compared tensors upstream
     is_output: bool = False
-    changed: bool = True  # computed with other ops or weights than in the reference
 
 
 def build_diagnosis(
-    compared: list[Compared], stats: dict[str, ErrorStats], *, reference: str, candidate: str,
+    compared: list[Compared], stats: dict[str, ErrorStats], own: dict[str, ErrorStats], *,
+    reference: str, candidate: str,
     rows: int, source: str, jump_db: float, coverage: str = "", notes: list[str] | None = None,
     seconds: float = 0.0,
 ) -> Diagnosis:
-    """Turn accumulated stats into per-tensor rows, per-layer summaries and the first jump."""
+    """Per-tensor rows, per-layer summaries and the first jump from the accumulated errors
+    (``stats``: candidate run as is; ``own``: each node fed the reference's inputs)."""
     notes = list(notes or [])
     sqnr = {c.tensor: stats[c.tensor].sqnr_db for c in compared
             if stats[c.tensor].shape_mismatch is None and stats[c.tensor].rows}
@@ -245,8 +240,9 @@ def build_diagnosis(
         s_in = min((sqnr[i] for i in c.inputs if i in sqnr), default=math.inf)
         s_out = sqnr[c.tensor]
         drop = 0.0 if s_in == s_out else s_in - s_out
+        s_own = own[c.tensor].sqnr_db if own[c.tensor].rows else math.nan
         diffs.append(TensorDiff(c.order, c.tensor, c.node, c.op, c.cand_op, c.layer, s_out,
-                                st.cosine, st.max_abs, s_in, drop, _own_db(s_in, s_out), c.changed))
+                                st.cosine, st.max_abs, s_in, drop, s_own))
     return Diagnosis(
         reference=reference, candidate=candidate, rows=rows, source=source, jump_db=jump_db,
         tensors=tuple(diffs), layers=tuple(_layers(diffs)), first_jump=_first_jump(diffs, jump_db),
@@ -260,20 +256,17 @@ def _with_meta(diffs: list[TensorDiff], compared: list[Compared]) -> list[tuple[
     return [(d, by_name[d.tensor]) for d in diffs]
 
 
-def _own_db(s_in: float, s_out: float) -> float:
-    """SQNR of the noise a node adds alone, assuming its input noise passes through as is."""
-    added = 10 ** (-s_out / 10) - (0.0 if s_in == math.inf else 10 ** (-s_in / 10))
-    if s_out == math.inf or added <= 0:
-        return math.inf
-    return -10 * math.log10(added)
+def _key(db: float) -> float:
+    """Sort key: an unmeasured SQNR (nan) ranks as harmless."""
+    return math.inf if math.isnan(db) else db
 
 
 def _first_jump(diffs: list[TensorDiff], jump_db: float) -> TensorDiff | None:
-    """Earliest changed node that loses >= jump_db and whose own error is within jump_db of
-    the worst node's: the entry point of the error that matters, not of every rounding."""
-    worst = min((d.own_sqnr_db for d in diffs if d.changed), default=math.inf)
+    """Earliest node that loses >= jump_db and whose own error is within jump_db of the
+    worst node's: the entry point of the error that matters, not of every rounding."""
+    worst = min((_key(d.own_sqnr_db) for d in diffs), default=math.inf)
     for d in diffs:
-        if (d.changed and d.drop_db >= jump_db and d.sqnr_db < FLOAT_NOISE_DB
+        if (d.drop_db >= jump_db and d.sqnr_db < FLOAT_NOISE_DB
                 and d.own_sqnr_db <= worst + jump_db):
             return d
     return None
@@ -287,8 +280,7 @@ def _layers(diffs: list[TensorDiff]) -> list[LayerSummary]:
     out = []
     for k in keys:
         g = groups[k]
-        blamable = [d for d in g if d.changed and d.own_sqnr_db < math.inf] or g
-        worst = min(blamable, key=lambda d: (d.own_sqnr_db, d.order))
+        worst = min(g, key=lambda d: (_key(d.own_sqnr_db), d.order))
         out.append(LayerSummary(k, len(g), g[-1].sqnr_db, min(d.sqnr_db for d in g), worst.tensor,
                                 worst.node, worst.own_sqnr_db))
     return out

@@ -19,7 +19,7 @@ from edgeopt.bundle import StagedBundle, write_manifest
 from edgeopt.evaldata import EvalData
 from edgeopt.passes.export import export_encoder
 from edgeopt.passes.optimize import optimize_encoder
-from edgeopt.passes.quantize import quantize
+from edgeopt.passes.quantize import QuantContext, quantize
 from edgeopt.recipe import Recipe
 from edgeopt.report import Report
 from edgeopt.source import SourceModel
@@ -37,6 +37,8 @@ class CompileRequest:
     # Encoders: parsed eval rows. Decoders read ``eval_path`` as plain text instead.
     data: EvalData
     eval_path: Path | None
+    # Rows quantizers calibrate on (a deterministic sample, never more than 256 rows).
+    calibration: EvalData
     out: Path
     force: bool
     fail_on_parity: bool
@@ -75,7 +77,9 @@ def compile_encoder(req: CompileRequest, journal: Journal) -> Report:
                                          check_feeds, rec)
             rec.finish(exported, optimized)
         with journal.stage("quantize") as rec:
-            final = quantize(optimized, recipe.quantize, work, rec)
+            context = QuantContext(calibration=tuple(_feeds(task, req.calibration)))
+            rec.notes["calibration_rows"] = len(req.calibration)
+            final = quantize(optimized, recipe.quantize, work, rec, context)
             rec.finish(optimized, final)
         with journal.stage("validate", {"rows": len(req.data)}) as rec:
             reference = reference_outputs(task, req.data)
@@ -111,6 +115,11 @@ def compile_encoder(req: CompileRequest, journal: Journal) -> Report:
             report.seconds = time.perf_counter() - started
             _write_bundle(req, task, final, parity, report, keep_model)
     return report
+
+
+def _feeds(task: EncoderTask, data: EvalData, batch: int = 16) -> list[dict[str, Any]]:
+    texts = list(data.texts)
+    return [task.encode(texts[i : i + batch]) for i in range(0, len(texts), batch)]
 
 
 def _write_bundle(req: CompileRequest, task: EncoderTask, model: OnnxArtifact,

@@ -49,7 +49,7 @@ def test_compile_flags_become_the_api_call(runner, captured, tmp_path):
         "compile", "./m", "--target", "arm64-int8", "-o", str(tmp_path / "o"),
         "--eval-data", "dev.tsv", "--gate", "min_label_agreement=0.98", "--gate",
         "max_accuracy_drop=off", "--force", "--allow-pickle", "--no-fail-on-parity",
-        "--max-eval-rows", "100", "--json"])
+        "--max-eval-rows", "100", "--calibration-data", "train.tsv", "--json"])
     assert result.exit_code == 0, result.output
     kw = captured["kwargs"]
     assert captured["model"] == "./m"
@@ -57,6 +57,7 @@ def test_compile_flags_become_the_api_call(runner, captured, tmp_path):
     assert kw["gates"] == {"min_label_agreement": 0.98, "max_accuracy_drop": None}
     assert kw["force"] and kw["allow_pickle"] and not kw["trust_remote_code"]
     assert kw["fail_on_parity"] is False and kw["max_eval_rows"] == 100
+    assert kw["calibration_data"] == "train.tsv"
     assert json.loads(result.stdout)["status"] == "PASSED"
 
 
