@@ -78,13 +78,15 @@ def bench_encoder(
     input_names: list[str],
     config: BenchConfig,
     subject: str,
+    disabled_optimizers: tuple[str, ...] = (),
 ) -> BenchResult:
     """Time ONNX sessions (and the PyTorch eager module) on identical inputs."""
     from edgeopt.runtime import make_session, run_one
 
     variants: dict[str, Callable[[], Any]] = {}
     for name, path in onnx_variants.items():
-        session = make_session(path, threads=config.threads, spinning=True)
+        session = make_session(path, threads=config.threads, spinning=True,
+                               disabled_optimizers=disabled_optimizers)
         variants[name] = lambda s=session: run_one(s, feeds)
     baseline = None
     previous_threads = None

@@ -122,6 +122,41 @@ def _print_report(report: Any, as_json: bool) -> None:
     print_summary(report)
 
 
+@cli.command("diagnose")
+@click.argument("reference")
+@click.argument("candidate")
+@click.option("--data", "data_path", type=click.Path(dir_okay=False),
+              help="TSV/CSV/JSONL with a 'text' or 'sentence' column (default: built-in sentences).")
+@click.option("--rows", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Compare on a deterministic sample of this many rows.")
+@click.option("--jump-db", type=click.FloatRange(min=0, min_open=True), default=6.0,
+              show_default=True, help="SQNR lost at one node that counts as a jump.")
+@click.option("--tokenizer", type=click.Path(file_okay=False),
+              help="Tokenizer folder, needed when both models are bare .onnx files.")
+@click.option("--top", type=click.IntRange(min=1), default=15, show_default=True,
+              help="How many nodes to list.")
+@click.option("--json", "as_json", is_flag=True, help="Print the diagnosis as JSON on stdout.")
+@_debug_flag
+def diagnose_cmd(reference: str, candidate: str, data_path: str | None, rows: int, jump_db: float,
+                 tokenizer: str | None, top: int, as_json: bool) -> None:
+    """Where CANDIDATE departs from REFERENCE, layer by layer and node by node.
+
+    Each is an .onnx file or a bundle folder; REFERENCE may also be a model folder, run
+    in PyTorch.
+    """
+    import json
+
+    from edgeopt.diagnose import diagnose
+    from edgeopt.evaldata import builtin_sentences, load_eval_data
+
+    data = load_eval_data(data_path) if data_path else builtin_sentences()
+    result = diagnose(reference, candidate, data, rows=rows, jump_db=jump_db, tokenizer=tokenizer)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        click.echo(result.to_markdown(top=top), nl=False)
+
+
 @cli.command("targets")
 def targets_cmd() -> None:
     """List the shipped targets with a one-line description each."""

@@ -1,7 +1,7 @@
 """The result of ``edgeopt diagnose``: per-tensor error between a reference and a
 candidate model, where it enters, and a report a release manager can read.
 
-Numbers only; running the models lives in :mod:`edgeopt.diagnose`. Statistics are
+Numbers only; running the models lives in :mod:`edgeopt.intermediates`. Statistics are
 accumulated batch by batch (:class:`ErrorStats`) so memory stays flat in the number
 of rows.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -67,8 +67,7 @@ class ErrorStats:
             r = np.where(np.isfinite(r), r, 0.0)
         self.signal += float(np.sum(r * r))
         self.noise += float(np.sum(diff * diff)) if np.isfinite(diff).all() else math.inf
-        if diff.size:
-            self.max_abs = max(self.max_abs, float(np.max(np.abs(diff))))
+        self.max_abs = max(self.max_abs, float(np.max(np.abs(diff))))
         self.cos_sum += float(np.sum(row_cosine(r, np.where(np.isfinite(c), c, 0.0))))
         self.rows += r.shape[0]
 
@@ -105,7 +104,7 @@ class TensorDiff:
     own_sqnr_db: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: _finite(v) for k, v in self.__dict__.items()}
+        return {k: _finite(v) for k, v in asdict(self).items()}
 
 
 @dataclass(frozen=True)
@@ -121,7 +120,7 @@ class LayerSummary:
     worst_own_sqnr_db: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: _finite(v) for k, v in self.__dict__.items()}
+        return {k: _finite(v) for k, v in asdict(self).items()}
 
 
 @dataclass(frozen=True)
@@ -178,6 +177,11 @@ class Diagnosis:
                  f"{self.rows} rows of {self.source}; {len(self.tensors)} tensors compared"
                  + (f" ({self.coverage})" if self.coverage else "") + ".", ""]
         lines += [f"**{self.headline()[0].upper()}{self.headline()[1:]}.**", ""]
+        worst = self.ranked()[0] if self.tensors else None
+        if worst is not None and math.isfinite(worst.own_sqnr_db):
+            where = f"layer {worst.layer}, " if worst.layer is not None else ""
+            lines.append(f"- node adding the most error by itself: {_where(worst.node, worst.tensor)}"
+                         f" ({where}{_ops(worst)}), own SQNR {_f(worst.own_sqnr_db)} dB")
         for out in self.outputs:
             lines.append(f"- output `{out.tensor}`: SQNR {_f(out.sqnr_db)} dB, cosine "
                          f"{out.cosine:.4f}, max abs error {out.max_abs_error:.4g}")
@@ -246,14 +250,9 @@ def build_diagnosis(
     return Diagnosis(
         reference=reference, candidate=candidate, rows=rows, source=source, jump_db=jump_db,
         tensors=tuple(diffs), layers=tuple(_layers(diffs)), first_jump=_first_jump(diffs, jump_db),
-        outputs=tuple(d for d, c in _with_meta(diffs, compared) if c.is_output),
+        outputs=tuple(d for d in diffs if d.tensor in {c.tensor for c in compared if c.is_output}),
         coverage=coverage, notes=tuple(notes), seconds=seconds,
     )
-
-
-def _with_meta(diffs: list[TensorDiff], compared: list[Compared]) -> list[tuple[TensorDiff, Compared]]:
-    by_name = {c.tensor: c for c in compared}
-    return [(d, by_name[d.tensor]) for d in diffs]
 
 
 def _key(db: float) -> float:

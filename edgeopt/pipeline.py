@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from edgeopt import __version__
-from edgeopt.artifact import Journal, OnnxArtifact
+from edgeopt.artifact import Journal, OnnxArtifact, PassRecord
 from edgeopt.bench import bench_encoder
 from edgeopt.bundle import StagedBundle, write_manifest
+from edgeopt.diagnosis import Diagnosis
 from edgeopt.evaldata import EvalData
 from edgeopt.passes.export import export_encoder
 from edgeopt.passes.optimize import optimize_encoder
@@ -84,8 +85,13 @@ def compile_encoder(req: CompileRequest, journal: Journal) -> Report:
         with journal.stage("validate", {"rows": len(req.data)}) as rec:
             reference = reference_outputs(task, req.data)
             parity = validate_encoder(task, final.path, req.data, reference,
-                                      recipe.gates.for_task(req.src.task))
+                                      recipe.gates.for_task(req.src.task),
+                                      disabled_optimizers=recipe.disabled_optimizers())
             rec.notes["passed"] = parity.passed
+        diagnosis = None
+        if not parity.passed:
+            with journal.stage("diagnose", {"rows": min(len(req.data), 64)}) as rec:
+                diagnosis = _diagnose(task, req.data, optimized, final, rec)
         with journal.stage("benchmark", {"seq_len": recipe.bench.seq_len}) as rec:
             feeds = task.fixed_length_feeds(" ".join(req.data.texts[:4]), recipe.bench.seq_len,
                                             recipe.bench.batch)
@@ -93,7 +99,8 @@ def compile_encoder(req: CompileRequest, journal: Journal) -> Report:
             if final.path != optimized.path:
                 variants["onnx-fp32 (optimized)"] = optimized.path
             bench = bench_encoder(feeds, variants, task.export_module(), task.input_names,
-                                  recipe.bench, subject="edgeopt " + req.target)
+                                  recipe.bench, subject="edgeopt " + req.target,
+                                  disabled_optimizers=recipe.disabled_optimizers())
             rec.notes["speedup_p50"] = bench.speedup
         report = Report(
             status="PASSED" if parity.passed else "FAILED",
@@ -110,11 +117,30 @@ def compile_encoder(req: CompileRequest, journal: Journal) -> Report:
             seconds=0.0,
             failures=parity.failures,
         )
+        if diagnosis is not None:
+            report.extra["Where the error comes from"] = diagnosis.to_markdown()
+            report.extra["diagnosis"] = diagnosis.to_dict()
         with journal.stage("bundle", {"out": str(req.out)}):
             keep_model = parity.passed or not req.fail_on_parity
             report.seconds = time.perf_counter() - started
             _write_bundle(req, task, final, parity, report, keep_model)
     return report
+
+
+def _diagnose(task: EncoderTask, data: EvalData, optimized: OnnxArtifact, final: OnnxArtifact,
+              rec: PassRecord) -> Diagnosis | None:
+    """Where a failed gate's error comes from: the fp32 graph vs the final one when the
+    recipe quantized (where error usually enters), else PyTorch vs the final graph."""
+    from edgeopt.diagnose import diagnose_compiled
+
+    try:
+        result = diagnose_compiled(
+            task, data, final.path, reference=None if final.path == optimized.path else optimized.path)
+    except Exception as err:  # advice only: it must never hide the gate result
+        rec.notes["diagnose"] = f"failed: {err}"
+        return None
+    rec.notes["first_jump"] = result.first_jump.node if result.first_jump else "none"
+    return result
 
 
 def _feeds(task: EncoderTask, data: EvalData, batch: int = 16) -> list[dict[str, Any]]:
@@ -159,6 +185,8 @@ def _manifest(req: CompileRequest, task: EncoderTask, model_path: Path, parity: 
         "normalized": req.src.normalize if req.src.task == "feature-extraction" else None,
         "max_sequence_length": int(max_len) if isinstance(max_len, int) and max_len < 1e6 else None,
         "providers": list(req.recipe.providers),
+        # Session settings the app must use for the measured speed (see the report).
+        "session_options": {"disabled_optimizers": list(req.recipe.disabled_optimizers())},
         "parity": "passed" if parity.passed else "failed",
         "source_weights_sha256": report.source["weights_sha256"],
         "versions": report.versions,

@@ -14,6 +14,7 @@ _STAGE_LABELS = {
     "optimize": "Graph fusions",
     "quantize": "Quantize",
     "validate": "Validate parity",
+    "diagnose": "Diagnose failure",
     "benchmark": "Benchmark CPU",
     "bundle": "Write bundle",
 }

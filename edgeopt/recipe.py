@@ -47,6 +47,9 @@ class OptimizeConfig:
     # quantizers (MatMulNBits covers MatMul and Gather only): INT4 targets turn them off.
     fuse_attention: bool = True
     fuse_embeddings: bool = True
+    # onnxruntime 1.32's CPU SkipLayerNormalization is slower than Add + LayerNormalization;
+    # off also keeps onnxruntime from re-fusing it at load (listed in the manifest).
+    fuse_skip_layernorm: bool = True
     # The fused graph must match the plain export within this (fp32 vs fp32).
     parity_atol: float = 1e-3
 
@@ -72,9 +75,16 @@ class DynamicInt8Config:
     quantize_embeddings: bool = True
     # Node names (after optimization) kept in float.
     exclude: tuple[str, ...] = ()
+    # Input channels whose calibration max |x| exceeds this multiple of the median go to
+    # a small float MatMul beside the INT8 one (None: no split). See passes/outlier_split.
+    outlier_threshold: float | None = None
+    outlier_max_channels: int = 8
 
     def __post_init__(self) -> None:
         _check(self.weight_type in ("int8", "uint8"), "quantize.weight_type must be int8 or uint8")
+        _check(self.outlier_threshold is None or self.outlier_threshold > 1.0,
+               "quantize.outlier_threshold must be > 1 (a multiple of the median channel)")
+        _check(self.outlier_max_channels >= 1, "quantize.outlier_max_channels must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -203,6 +213,10 @@ class Recipe:
         _check(bool(self.name), "recipe.name must not be empty")
         _check(self.version == RECIPE_VERSION, f"recipe version {self.version} is not supported "
                f"(this edgeopt reads version {RECIPE_VERSION})")
+
+    def disabled_optimizers(self) -> tuple[str, ...]:
+        """onnxruntime load-time fusions a session of this bundle must skip."""
+        return () if self.optimize.fuse_skip_layernorm else ("SkipLayerNormFusion",)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for reports and manifests, ``method`` included."""

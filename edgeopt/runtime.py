@@ -12,16 +12,18 @@ import numpy as np
 
 
 def make_session(
-    path: Path | str,
+    path: Path | str | bytes,
     threads: int = 2,
     providers: Sequence[str] = ("CPUExecutionProvider",),
     optimization: str = "all",
     spinning: bool = False,
+    disabled_optimizers: Sequence[str] = (),
 ) -> Any:
     """An InferenceSession with a fixed intra-op thread count.
 
     Spinning is off except for latency benchmarks: idle spinning threads steal the cores
-    the PyTorch reference or the next stage needs.
+    the PyTorch reference or the next stage needs. ``disabled_optimizers`` names
+    onnxruntime graph transformers to skip at load (the bundle's manifest lists them).
     """
     import onnxruntime as ort
 
@@ -37,7 +39,9 @@ def make_session(
     }[optimization]
     available = set(ort.get_available_providers())
     chosen = [p for p in providers if p in available] or ["CPUExecutionProvider"]
-    return ort.InferenceSession(str(path), sess_options=options, providers=chosen)
+    model = path if isinstance(path, bytes) else str(path)
+    return ort.InferenceSession(model, sess_options=options, providers=chosen,
+                                disabled_optimizers=list(disabled_optimizers) or None)
 
 
 def run_one(session: Any, feeds: dict[str, np.ndarray]) -> np.ndarray:

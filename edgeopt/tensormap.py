@@ -16,6 +16,8 @@ import numpy as np
 
 # Quantization plumbing: never the op that names what a candidate node does.
 _PLUMBING = {"Cast", "DynamicQuantizeLinear", "QuantizeLinear", "DequantizeLinear"}
+# Ops that compute on quantized data (MatMulInteger, MatMulNBits, QAttention, QLinearConv...).
+_QUANTIZED = re.compile(r"Integer|NBits|Quantized|^Q[A-Z]|^DynamicQuantize[A-Z]")
 # Names the TorchScript exporter gives: '<scope>/<Op>[_N]' nodes, '<node>_output_N' tensors.
 # Quantizer-made names ('MatMul_quant', '..._output_0_QuantizeLinear') do not match.
 _EXPORT_NODE = re.compile(r"^(/.+/)([A-Za-z]+)(?:_\d+)?$")
@@ -110,7 +112,13 @@ def segment_op(g: Graph, tensor: str, stop: set[str], like: str = "") -> str:
     types = [g.nodes[k].op_type for k in sorted(seen)]
     low = like.lower()
     family = [t for t in types if low and t not in _PLUMBING and low in t.lower()]
-    op = family[-1] if family else g.nodes[g.producer[tensor]].op_type
+    quantized = [t for t in dict.fromkeys(types) if t not in _PLUMBING and _QUANTIZED.search(t)]
+    if family:
+        op = family[-1]
+    elif quantized:  # e.g. an unfused attention whose projections are MatMulNBits
+        op = f"{len(types)} nodes incl. {', '.join(quantized)}"
+    else:
+        op = g.nodes[g.producer[tensor]].op_type
     return op + " (QDQ)" if "DequantizeLinear" in types else op
 
 

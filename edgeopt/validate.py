@@ -114,10 +114,11 @@ def validate_encoder(
     reference: np.ndarray,
     gates: Gates,
     threads: int = 2,
+    disabled_optimizers: tuple[str, ...] = (),
 ) -> ParityResult:
     """Run the ONNX graph on ``data`` and judge it against ``reference``."""
     _check_labels(task, data)
-    session = make_session(onnx_path, threads=threads)
+    session = make_session(onnx_path, threads=threads, disabled_optimizers=disabled_optimizers)
     candidate = batched_outputs(task, data, lambda feeds: run_one(session, feeds))
     metrics = output_metrics(reference, candidate)
     metrics.update(task.task_metrics(reference, candidate, data.labels))

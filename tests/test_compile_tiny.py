@@ -126,7 +126,11 @@ def test_failed_gate_raises_with_every_failure_and_keeps_only_the_report(tiny_cl
     assert sorted(p.name for p in out.iterdir()) == ["report.json", "report.md"]
     report = json.loads((out / "report.json").read_text())
     assert report["status"] == "FAILED"
-    assert "FAILED" in (out / "report.md").read_text()
+    markdown = (out / "report.md").read_text()
+    assert "FAILED" in markdown
+    # The report says where the error enters, not only that a gate failed.
+    assert "## Where the error comes from" in markdown
+    assert "diagnose" in [p["name"] for p in report["passes"]]
 
 
 def test_no_fail_on_parity_keeps_the_bundle_marked_failed(tiny_classifier, tmp_path):

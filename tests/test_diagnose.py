@@ -69,8 +69,9 @@ def test_perturbed_weight_is_named_first(tmp_path):
     by = {t.tensor: t for t in d.tensors}
     assert [t.tensor for t in d.tensors] == [H1, H2, H3, "Y"]  # topological order
     assert by[H1].sqnr_db == math.inf and by[H2].sqnr_db == math.inf  # upstream is exact
-    assert not by[H1].changed and by[H3].changed  # same weights vs perturbed weights
     assert 10 < by[H3].sqnr_db < 40 and by[H3].drop_db == math.inf
+    assert by[H3].own_sqnr_db == pytest.approx(by[H3].sqnr_db)  # its inputs were exact anyway
+    assert by["Y"].own_sqnr_db == math.inf  # the Add, fed the reference's h3, is exact
     assert d.first_jump is not None and d.first_jump.node == MM2
     assert d.ranked()[0].node == MM2
     assert [t.tensor for t in d.outputs] == ["Y"]
@@ -91,18 +92,25 @@ def test_dynamic_int8_names_the_matmul_fed_by_an_outlier(tmp_path):
     # channel collapses to a few levels: mm2 is the sensitive node.
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    def quantized(w1, w2, name):
+        ref = _save(_chain(w1, w2, b), tmp_path / f"{name}.onnx")
+        cand = tmp_path / f"{name}-int8.onnx"
+        quantize_dynamic(str(ref), str(cand), weight_type=QuantType.QInt8, per_channel=True)
+        d = diagnose_onnx(ref, cand, [{"X": np.abs(f["X"])} for f in _feeds()])
+        return d, {t.tensor: t for t in d.tensors}
+
     w1, w2, b = _weights()
+    plain, plain_by = quantized(w1, w2, "plain")
+    assert plain_by[H3].own_sqnr_db > 30  # without the outlier mm2 quantizes fine
     w1[:, 0] = np.abs(w1[:, 0]) * 200
     w2[0, :] *= 1e-3  # the outlier channel barely matters downstream, as in real models
-    ref = _save(_chain(w1, w2, b), tmp_path / "ref.onnx")
-    cand = tmp_path / "int8.onnx"
-    quantize_dynamic(str(ref), str(cand), weight_type=QuantType.QInt8, per_channel=True)
-    d = diagnose_onnx(ref, cand, [{"X": np.abs(f["X"])} for f in _feeds()])
-    by = {t.tensor: t for t in d.tensors}
+    d, by = quantized(w1, w2, "outlier")
     assert by[H3].cand_op == "MatMulInteger" and by[H1].cand_op == "MatMulInteger"
-    assert by[H1].sqnr_db > 30 and by[H3].sqnr_db < by[H1].sqnr_db - 15
+    assert by[H1].own_sqnr_db > 30 and by[H3].own_sqnr_db < 15
+    assert by[H2].own_sqnr_db == math.inf  # the float Relu adds nothing
     assert d.ranked()[0].node == MM2
     assert d.first_jump is not None and d.first_jump.node == MM2
+    assert {s.layer: s.worst_node for s in d.layers} == {0: MM1, 1: MM2}
 
 
 def test_qdq_compares_the_dequantized_tensor(tmp_path):

@@ -49,6 +49,8 @@ def optimize_encoder(
     options = FusionOptions(ort_type)
     options.enable_attention = config.fuse_attention
     options.enable_embed_layer_norm = config.fuse_embeddings
+    options.enable_skip_layer_norm = config.fuse_skip_layernorm
+    options.enable_bias_skip_layer_norm = config.fuse_skip_layernorm
     logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)
     fused = optimize_model(str(artifact.path), model_type=ort_type, num_heads=heads,
                            hidden_size=hidden, opt_level=0, optimization_options=options)
