@@ -90,7 +90,9 @@ def test_int8_quantizes_every_weight_matmul_and_the_embeddings(tiny_classifier, 
     assert counts["QAttention"] == 2
     assert counts["MatMulInteger"] == 2 * 3 + 2
     assert counts["QEmbedLayerNormalization"] == 1  # the int8 embedding tables
-    assert float_weight_matmuls(path) == []
+    # Float weight MatMuls left are only the narrow outlier-channel sides.
+    assert all(n.startswith("outlier_split_") for n in float_weight_matmuls(path))
+    assert report.passes[3]["notes"]["calibration_rows"] > 0
     size = report.sizes
     assert size["bundle model.onnx"] < 0.5 * size["onnx fp32"]
 
