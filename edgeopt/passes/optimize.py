@@ -49,6 +49,7 @@ def optimize_encoder(
     options = FusionOptions(ort_type)
     options.enable_attention = config.fuse_attention
     options.enable_embed_layer_norm = config.fuse_embeddings
+    options.use_multi_head_attention = config.separate_qkv
     options.enable_skip_layer_norm = config.fuse_skip_layernorm
     options.enable_bias_skip_layer_norm = config.fuse_skip_layernorm
     logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)

@@ -49,10 +49,9 @@ def activation_absmax(
     absmax: dict[str, np.ndarray] = {}
     for feed in feeds:
         outs = session.run(tensors, {k: v for k, v in feed.items() if k in inputs})
-        mask = feed.get("attention_mask")
         for name, value in zip(tensors, outs, strict=True):
-            if mask is not None and value.ndim == 3 and value.shape[:2] == mask.shape:
-                value = value[mask.astype(bool)]  # padded positions are not real activations
+            # Padded positions count: they flow through the MatMul too and, under dynamic
+            # quantization, set the per-tensor scale just like real tokens.
             peak = np.abs(value.reshape(-1, value.shape[-1])).max(axis=0)
             absmax[name] = np.maximum(absmax[name], peak) if name in absmax else peak
     return absmax

@@ -3,22 +3,45 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from edgeopt.artifact import OnnxArtifact, PassRecord
 from edgeopt.passes.gemm_to_matmul import gemm_to_matmul
 from edgeopt.passes.outlier_split import split_outliers
-from edgeopt.passes.quantize import QuantContext, quantized_op_counts, register_quantizer
+from edgeopt.passes.quantize import Candidate, QuantContext, quantized_op_counts, register_quantizer
 from edgeopt.recipe import DynamicInt8Config
 
 
-@register_quantizer(DynamicInt8Config)
+def dynamic_candidates(model: Any, config: DynamicInt8Config) -> list[Candidate]:
+    """Every node this quantizer turns integer, one unit each (activations are quantized
+    per node at run time)."""
+    import onnx
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    gemm_to_matmul(copy)
+    inits = {t.name for t in copy.graph.initializer}
+    ops = {"MatMul", "Attention"} | ({"Gather", "EmbedLayerNormalization"}
+                                     if config.quantize_embeddings else set())
+    units = []
+    for node in copy.graph.node:
+        weights = [x for x in node.input[1:2] if x in inits] if node.op_type == "MatMul" else [
+            x for x in node.input if x in inits]
+        if node.op_type not in ops or node.name in config.exclude or not weights:
+            continue
+        acts = [x for x in node.input if x and x not in inits]
+        out = node.output[0].removesuffix("_matmul")  # a rewritten Gemm's MatMul
+        units.append(Candidate((node.name,), tuple(acts), (out,), node.op_type))
+    return units
+
+
+@register_quantizer(DynamicInt8Config, candidates=dynamic_candidates)
 def quantize_dynamic_int8(
     artifact: OnnxArtifact, config: DynamicInt8Config, workdir: Path, record: PassRecord,
     context: QuantContext,
 ) -> OnnxArtifact:
     """INT8 weights; activations quantized per tensor at run time."""
     import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
 
     op_types = ["MatMul", "Attention"]
     if config.quantize_embeddings:
@@ -33,6 +56,24 @@ def quantize_dynamic_int8(
         record.notes["outlier_channels"] = sum(len(c) for c in split.channels.values())
         record.notes["outlier_matmuls"] = len(split.channels)
     out = workdir / "quantized.onnx"
+    _run(model, out, config, op_types, exclude)
+    if config.min_node_sqnr_db is not None and context.calibration:
+        # Judge each quantized node on exact inputs; keep the ones below the floor float.
+        reference = workdir / "dynamic-float.onnx"
+        onnx.save(model, str(reference))
+        weak = _weak_nodes(reference, out, list(context.calibration[:4]), config.min_node_sqnr_db)
+        record.notes["kept_float"] = {name: round(db, 1) for name, db in weak.items()}
+        if weak:
+            _run(onnx.load(str(reference)), out, config, op_types, exclude + list(weak))
+    record.notes["quantized_ops"] = quantized_op_counts(out)
+    return OnnxArtifact(out)
+
+
+def _run(model: object, out: Path, config: DynamicInt8Config, op_types: list[str],
+         exclude: list[str]) -> None:
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
     quantize_dynamic(
         model,
         str(out),
@@ -46,5 +87,12 @@ def quantize_dynamic_int8(
         # Fused contrib ops defeat ONNX shape inference; their outputs are float.
         extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
     )
-    record.notes["quantized_ops"] = quantized_op_counts(out)
-    return OnnxArtifact(out)
+
+
+def _weak_nodes(reference: Path, candidate: Path, feeds: list[dict], floor_db: float) -> dict[str, float]:
+    """Reference-graph nodes whose quantized output SQNR on exact inputs is below ``floor_db``."""
+    from edgeopt.diagnose import diagnose_onnx
+
+    diagnosis = diagnose_onnx(reference, candidate, feeds)
+    return {t.node: t.own_sqnr_db for t in diagnosis.tensors
+            if t.own_sqnr_db < floor_db and t.cand_op != t.op}
