@@ -46,6 +46,9 @@ class OptimizeConfig:
     # Fused Attention / EmbedLayerNormalization hide their weights from weight-only
     # quantizers (MatMulNBits covers MatMul and Gather only): INT4 targets turn them off.
     fuse_attention: bool = True
+    # Fuse attention as MultiHeadAttention (Q/K/V projections stay separate MatMuls that
+    # the quantizer and the outlier split can see) instead of one packed Attention op.
+    separate_qkv: bool = False
     fuse_embeddings: bool = True
     # onnxruntime 1.32's CPU SkipLayerNormalization is slower than Add + LayerNormalization;
     # off also keeps onnxruntime from re-fusing it at load (listed in the manifest).
@@ -79,12 +82,24 @@ class DynamicInt8Config:
     # a small float MatMul beside the INT8 one (None: no split). See passes/outlier_split.
     outlier_threshold: float | None = None
     outlier_max_channels: int = 8
+    # Any node whose INT8 output, fed exact inputs, falls below this SQNR on the
+    # calibration rows stays float (None: no guard). Catches token-wise massive
+    # activations that no per-tensor scale or channel split can hold.
+    min_node_sqnr_db: float | None = None
 
     def __post_init__(self) -> None:
         _check(self.weight_type in ("int8", "uint8"), "quantize.weight_type must be int8 or uint8")
         _check(self.outlier_threshold is None or self.outlier_threshold > 1.0,
                "quantize.outlier_threshold must be > 1 (a multiple of the median channel)")
         _check(self.outlier_max_channels >= 1, "quantize.outlier_max_channels must be >= 1")
+
+    # What an accuracy budget does to a node it keeps: dynamic INT8 has no wider
+    # activation type, so the node stays float.
+    kept_precision: ClassVar[str] = "float"
+
+    def with_kept(self, nodes: tuple[str, ...]) -> DynamicInt8Config:
+        """A copy that leaves ``nodes`` in float."""
+        return dataclasses.replace(self, exclude=_merged(self.exclude, nodes))
 
 
 @dataclass(frozen=True)
@@ -109,8 +124,106 @@ class WeightOnlyInt4Config:
         _check(self.accuracy_level in (0, 1, 2, 3, 4), "quantize.accuracy_level must be 0..4")
         _check(self.algorithm in ("rtn", "hqq", "gptq"), "quantize.algorithm must be rtn|hqq|gptq")
 
+    kept_precision: ClassVar[str] = "8-bit weights"
 
-QuantConfig = NoQuantConfig | DynamicInt8Config | WeightOnlyInt4Config
+    def with_kept(self, nodes: tuple[str, ...]) -> WeightOnlyInt4Config:
+        """A copy that quantizes ``nodes`` to 8 bits instead of 4."""
+        return dataclasses.replace(self, int8_nodes=_merged(self.int8_nodes, nodes))
+
+
+ACTIVATION_TYPES = ("uint8", "int8", "uint16", "int16")
+CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
+PROVIDER_RULES = ("none", "qnn")
+
+
+@dataclass(frozen=True)
+class StaticInt8Config:
+    """INT8 weights and activations whose scales come from calibration on real rows,
+    written as QuantizeLinear/DequantizeLinear pairs (QDQ): the form NNAPI, XNNPACK,
+    QNN and the CPU EP turn into integer kernels. See passes/quant_static."""
+
+    method: ClassVar[str] = "static-int8"
+    # How a tensor's range is chosen from its calibration values: minmax keeps every
+    # outlier, percentile clips the top (100 - percentile)%, entropy minimizes KL.
+    calibration: str = "minmax"
+    percentile: float = 99.999
+    per_channel: bool = True
+    activation_type: str = "uint8"
+    activation_symmetric: bool = False
+    weight_type: str = "int8"
+    weight_symmetric: bool = True
+    # Op types to quantize; empty means every op type in the graph (float tensors only).
+    op_types: tuple[str, ...] = ("MatMul", "Gather")
+    # MatMuls of two activations (attention scores, context) quantize badly with one
+    # static scale; they stay float unless this is true (onnxruntime's MatMulConstBOnly
+    # is ignored by its QDQ quantizer, so edgeopt excludes them itself).
+    activation_matmuls: bool = False
+    # Quantize op outputs too (whole DQ -> op -> Q units, what NNAPI and QNN map to
+    # integer kernels). Off: a MatMul's output stays float for the float Add after it.
+    quantize_outputs: bool = False
+    # 16-bit activations (A16W8) for these op types or node names; weights and embedding
+    # tables stay 8-bit.
+    int16_op_types: tuple[str, ...] = ()
+    int16_nodes: tuple[str, ...] = ()
+    # Node names (after optimization) kept in float.
+    exclude: tuple[str, ...] = ()
+    # Input channels whose calibration max |x| exceeds this multiple of the median go to
+    # a small float MatMul beside the quantized one (None: no split); passes/outlier_split.
+    outlier_threshold: float | None = None
+    outlier_max_channels: int = 8
+    # Static input shape [batch, sequence] for providers that need one (NNAPI, QNN):
+    # calibration rows are padded to it and the graph's input dims are fixed.
+    fixed_batch: int | None = None
+    fixed_sequence: int | None = None
+    # Extra rules of one execution provider (edgeopt/providers/<name>.py).
+    provider_rules: str = "none"
+
+    def __post_init__(self) -> None:
+        _check(self.calibration in CALIBRATION_METHODS,
+               f"quantize.calibration must be one of {', '.join(CALIBRATION_METHODS)}")
+        _check(90.0 <= self.percentile < 100.0, "quantize.percentile must be in [90, 100)")
+        _check(self.activation_type in ACTIVATION_TYPES,
+               f"quantize.activation_type must be one of {', '.join(ACTIVATION_TYPES)}")
+        _check(self.weight_type in ("int8", "uint8"), "quantize.weight_type must be int8 or uint8")
+        _check((self.fixed_batch is None) == (self.fixed_sequence is None),
+               "quantize.fixed_batch and quantize.fixed_sequence go together (set both or neither)")
+        _check(self.fixed_batch is None or self.fixed_batch >= 1, "quantize.fixed_batch must be >= 1")
+        _check(self.fixed_sequence is None or self.fixed_sequence >= 2,
+               "quantize.fixed_sequence must be >= 2")
+        _check(self.provider_rules in PROVIDER_RULES,
+               f"quantize.provider_rules must be one of {', '.join(PROVIDER_RULES)}")
+        _check(self.outlier_threshold is None or self.outlier_threshold > 1.0,
+               "quantize.outlier_threshold must be > 1 (a multiple of the median channel)")
+        _check(self.outlier_max_channels >= 1, "quantize.outlier_max_channels must be >= 1")
+
+    @property
+    def wide_activations(self) -> bool:
+        """True when activations are already 16-bit everywhere (A16W8)."""
+        return self.activation_type.endswith("16")
+
+    @property
+    def fixed_shape(self) -> tuple[int, int] | None:
+        if self.fixed_batch is None or self.fixed_sequence is None:
+            return None
+        return self.fixed_batch, self.fixed_sequence
+
+    @property
+    def kept_precision(self) -> str:
+        return "float" if self.wide_activations else "16-bit activations"
+
+    def with_kept(self, nodes: tuple[str, ...]) -> StaticInt8Config:
+        """A copy that keeps ``nodes`` in higher precision: 16-bit activations when the
+        rest is 8-bit, float when activations are 16-bit already."""
+        if self.wide_activations:
+            return dataclasses.replace(self, exclude=_merged(self.exclude, nodes))
+        return dataclasses.replace(self, int16_nodes=_merged(self.int16_nodes, nodes))
+
+
+def _merged(old: tuple[str, ...], new: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys((*old, *new)))
+
+
+QuantConfig = NoQuantConfig | DynamicInt8Config | WeightOnlyInt4Config | StaticInt8Config
 
 # One explicit registry: method name -> config type. Refuses duplicates.
 QUANT_CONFIGS: dict[str, type] = {}
@@ -125,7 +238,7 @@ def register_quant_config(cls: type) -> type:
     return cls
 
 
-for _cls in (NoQuantConfig, DynamicInt8Config, WeightOnlyInt4Config):
+for _cls in (NoQuantConfig, DynamicInt8Config, WeightOnlyInt4Config, StaticInt8Config):
     register_quant_config(_cls)
 
 
@@ -156,6 +269,43 @@ class Gates:
                 _check(-1.0 <= v <= 1.0, f"gates.{f.name} must be within [-1, 1], got {v}")
             if f.name in ("max_accuracy_drop", "max_abs_error"):
                 _check(v >= 0, f"gates.{f.name} must be >= 0, got {v}")
+
+
+@dataclass(frozen=True)
+class AccuracyBudget:
+    """How much quantization may cost, on the eval data; edgeopt keeps the most
+    sensitive layers in higher precision until it holds (see :mod:`edgeopt.budget`)."""
+
+    # Accuracy points lost against the PyTorch model, absolute (0.003 = 0.3 points);
+    # needs labelled eval data.
+    max_accuracy_drop: float | None = None
+    # Classifiers: label agreement with the PyTorch model; embeddings: the lowest
+    # per-row cosine to it.
+    min_agreement: float | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.max_accuracy_drop is not None or self.min_agreement is not None,
+               "an accuracy budget needs max_accuracy_drop or min_agreement")
+        _check(self.max_accuracy_drop is None or 0.0 <= self.max_accuracy_drop <= 1.0,
+               f"max_accuracy_drop must be within [0, 1] (0.003 = 0.3 points), "
+               f"got {self.max_accuracy_drop}")
+        _check(self.min_agreement is None or 0.0 < self.min_agreement <= 1.0,
+               f"min_agreement must be within (0, 1], got {self.min_agreement}")
+
+    def gates(self, task: str) -> dict[str, float]:
+        """The parity gates that say whether the budget holds for ``task``."""
+        out: dict[str, float] = {}
+        if self.max_accuracy_drop is not None:
+            _check(task == "text-classification",
+                   f"max_accuracy_drop needs a classifier; {task} models have no accuracy "
+                   "(use min_agreement, the lowest cosine, for embeddings)")
+            out["max_accuracy_drop"] = self.max_accuracy_drop
+        if self.min_agreement is not None:
+            key = "min_label_agreement" if task == "text-classification" else "min_cosine_min"
+            _check(task in ("text-classification", "feature-extraction"),
+                   f"accuracy budgets apply to classifiers and embedding models, not {task}")
+            out[key] = self.min_agreement
+        return out
 
 
 @dataclass(frozen=True)
