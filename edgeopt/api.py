@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgeopt.artifact import Journal
 from edgeopt.bundle import check_output
-from edgeopt.errors import DataError, ParityError, RecipeError
+from edgeopt.errors import DataError, ParityError, RecipeError, UsageError
 from edgeopt.evaldata import EvalData, builtin_sentences, load_eval_data
-from edgeopt.recipe import Recipe, load_recipe_file
+from edgeopt.recipe import AccuracyBudget, Recipe, load_recipe_file
 from edgeopt.report import Report
 from edgeopt.source import inspect_model
 from edgeopt.targets import load_target
+
+if TYPE_CHECKING:
+    from edgeopt.decoder.validate import DecoderEvalConfig
 
 MAX_CALIBRATION_ROWS = 256
 
@@ -41,8 +46,11 @@ def compile(  # noqa: A001 - the public name the design asks for
     task: str | None = None,
     eval_data: str | Path | EvalData | None = None,
     max_eval_rows: int | None = None,
+    decoder_eval: DecoderEvalConfig | None = None,
     calibration_data: str | Path | EvalData | None = None,
     gates: Mapping[str, float | None] | None = None,
+    max_accuracy_drop: float | None = None,
+    min_agreement: float | None = None,
     force: bool = False,
     allow_pickle: bool = False,
     trust_remote_code: bool = False,
@@ -51,6 +59,15 @@ def compile(  # noqa: A001 - the public name the design asks for
 ) -> Report:
     """Compile ``model`` (a folder or a demo name) for ``target`` into the bundle ``out``.
 
+    ``max_accuracy_drop`` (absolute, 0.003 = 0.3 points; needs labelled eval data) and
+    ``min_agreement`` (label agreement for classifiers, lowest cosine for embeddings)
+    set an accuracy budget: they become gates, and when the quantized model misses them
+    the most sensitive layers are kept in higher precision until it holds
+    (:mod:`edgeopt.budget`); the report lists what was kept and what it cost.
+
+    ``decoder_eval`` sets how much text a causal LM is validated on (tokens, window,
+    prompts); it is refused for other tasks.
+
     Returns the report. Raises :class:`~edgeopt.errors.UsageError` subclasses on bad
     input before any heavy work, and :class:`~edgeopt.errors.ParityError` (carrying the
     report) when a gate fails and ``fail_on_parity`` is true.
@@ -58,6 +75,16 @@ def compile(  # noqa: A001 - the public name the design asks for
     name, chosen = resolve_recipe(target, recipe)
     src = inspect_model(str(model), task=task, allow_pickle=allow_pickle,
                         trust_remote_code=trust_remote_code)
+    budget = None
+    if max_accuracy_drop is not None or min_agreement is not None:
+        budget = AccuracyBudget(max_accuracy_drop=max_accuracy_drop, min_agreement=min_agreement)
+        from edgeopt.passes.quantize import supports_budget
+
+        if not supports_budget(chosen.quantize):
+            raise RecipeError(f"{name} quantizes with {chosen.quantize.method}, where an accuracy "
+                              "budget has nothing to keep in higher precision; use an INT8 target")
+        # The budget is judged like any gate (explicit --gate values still win).
+        chosen = chosen.with_gates(src.task, **budget.gates(src.task))
     if gates:
         try:
             chosen = chosen.with_gates(src.task, **dict(gates))
@@ -66,6 +93,9 @@ def compile(  # noqa: A001 - the public name the design asks for
     out_path = Path(out).expanduser()
     check_output(out_path, force, source=src.path)
     eval_path = Path(eval_data) if isinstance(eval_data, (str, Path)) else None
+    if decoder_eval is not None and src.task != "text-generation":
+        raise UsageError(f"decoder eval settings (--max-eval-tokens) apply to text-generation "
+                         f"models, not {src.task}; use --max-eval-rows")
     if src.task == "text-generation":
         # Decoders measure perplexity on plain text; the file is read by their pipeline.
         if eval_path is not None and not eval_path.is_file():
@@ -73,6 +103,9 @@ def compile(  # noqa: A001 - the public name the design asks for
         data = builtin_sentences()
     else:
         data = _eval_data(eval_data, src.label_names, max_eval_rows)
+    if budget is not None and budget.max_accuracy_drop is not None and data.labels is None:
+        raise DataError(f"--max-accuracy-drop needs labelled eval data; {data.source} has no "
+                        "'label' column (pass --eval-data FILE with labels, or use --min-agreement)")
 
     # Calibration: the given file, else the eval rows; a deterministic sample of <= 256.
     calibration = data if calibration_data is None else _eval_data(
@@ -81,7 +114,9 @@ def compile(  # noqa: A001 - the public name the design asks for
 
     journal = Journal(on_stage=on_stage or (lambda *_: None))
     if src.task == "text-generation":
-        from edgeopt.decoder.pipeline import compile_decoder as run
+        from edgeopt.decoder.pipeline import compile_decoder
+
+        run = functools.partial(compile_decoder, eval_config=decoder_eval)
     else:
         from edgeopt.pipeline import compile_encoder as run
     from edgeopt.pipeline import CompileRequest
@@ -90,7 +125,8 @@ def compile(  # noqa: A001 - the public name the design asks for
         CompileRequest(src=src, recipe=chosen, target=name, data=data, eval_path=eval_path,
                        calibration=calibration,
                        out=out_path, force=force,
-                       fail_on_parity=fail_on_parity, trust_remote_code=trust_remote_code),
+                       fail_on_parity=fail_on_parity, trust_remote_code=trust_remote_code,
+                       budget=budget),
         journal,
     )
     if not report.passed and fail_on_parity:

@@ -75,11 +75,20 @@ def _parse_gates(values: tuple[str, ...]) -> dict[str, float | None]:
 @click.option("--eval-data", type=click.Path(dir_okay=False),
               help="TSV/CSV/JSONL with a 'text' or 'sentence' column (and optional 'label').")
 @click.option("--max-eval-rows", type=click.IntRange(min=1), help="Validate on a deterministic sample.")
+@click.option("--max-eval-tokens", type=click.IntRange(min=2),
+              help="Causal LMs: score perplexity on the first N tokens of --eval-data (default 16384).")
 @click.option("--calibration-data", type=click.Path(dir_okay=False),
               help="Rows to calibrate on (same formats as --eval-data; at most 256 are sampled). "
                    "Default: a sample of the eval data.")
 @click.option("--gate", "gate_values", multiple=True, metavar="NAME=VALUE",
               help="Override a parity gate, e.g. --gate min_label_agreement=0.98 (repeatable).")
+@click.option("--max-accuracy-drop", type=click.FloatRange(min=0, max=1), metavar="X",
+              help="Accuracy budget: at most X accuracy lost against PyTorch (absolute, 0.003 = "
+                   "0.3 points; needs labelled --eval-data). Sensitive layers stay in higher "
+                   "precision until it holds.")
+@click.option("--min-agreement", type=click.FloatRange(min=0, max=1, min_open=True), metavar="X",
+              help="Accuracy budget: label agreement with PyTorch >= X (classifiers) or lowest "
+                   "cosine >= X (embeddings).")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
 @click.option("--allow-pickle", is_flag=True, help="Allow pickle (.bin) weights; they can run code.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow custom model code from the folder.")
@@ -88,21 +97,29 @@ def _parse_gates(values: tuple[str, ...]) -> dict[str, float | None]:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @_debug_flag
 def compile_cmd(model: str, target: str | None, recipe: str | None, out: str, task: str | None,
-                eval_data: str | None, max_eval_rows: int | None, calibration_data: str | None,
-                gate_values: tuple[str, ...],
-                force: bool, allow_pickle: bool, trust_remote_code: bool,
+                eval_data: str | None, max_eval_rows: int | None, max_eval_tokens: int | None,
+                calibration_data: str | None,
+                gate_values: tuple[str, ...], max_accuracy_drop: float | None,
+                min_agreement: float | None, force: bool, allow_pickle: bool, trust_remote_code: bool,
                 no_fail_on_parity: bool, as_json: bool) -> None:
     """Compile MODEL (a model folder or a demo name) into a validated bundle."""
     from edgeopt.api import compile as run_compile
     from edgeopt.errors import ParityError
     from edgeopt.progress import StageDisplay
 
+    decoder_eval = None
+    if max_eval_tokens is not None:
+        from edgeopt.decoder.validate import DecoderEvalConfig
+
+        decoder_eval = DecoderEvalConfig(max_tokens=max_eval_tokens)
     with StageDisplay() as display:
         try:
             report = run_compile(
                 model, target=target, recipe=recipe, out=out, task=task, eval_data=eval_data,
-                max_eval_rows=max_eval_rows, calibration_data=calibration_data,
-                gates=_parse_gates(gate_values), force=force,
+                max_eval_rows=max_eval_rows, decoder_eval=decoder_eval,
+                calibration_data=calibration_data,
+                gates=_parse_gates(gate_values), max_accuracy_drop=max_accuracy_drop,
+                min_agreement=min_agreement, force=force,
                 allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
                 fail_on_parity=not no_fail_on_parity, on_stage=display.on_stage,
             )
@@ -155,6 +172,32 @@ def diagnose_cmd(reference: str, candidate: str, data_path: str | None, rows: in
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:
         click.echo(result.to_markdown(top=top), nl=False)
+
+
+@cli.command("generate")
+@click.argument("bundle", type=click.Path(exists=True, file_okay=False))
+@click.argument("prompt")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--temperature", type=click.FloatRange(min=0.0, min_open=True),
+              help="Sample at this temperature instead of greedy decoding.")
+@click.option("--top-k", type=click.IntRange(min=0), default=0, show_default=True,
+              help="With --temperature: sample among the k most likely tokens (0 = all).")
+@click.option("--top-p", type=click.FloatRange(0.0, 1.0, min_open=True), default=1.0,
+              show_default=True, help="With --temperature: nucleus sampling mass.")
+@click.option("--seed", type=int, help="With --temperature: seed for reproducible samples.")
+@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True)
+@_debug_flag
+def generate_cmd(bundle: str, prompt: str, max_new_tokens: int, temperature: float | None,
+                 top_k: int, top_p: float, seed: int | None, threads: int) -> None:
+    """Continue PROMPT with a compiled text-generation BUNDLE (greedy by default)."""
+    from edgeopt.decoder.generate import OnnxCausalLM, SamplingConfig
+
+    if temperature is None and (top_k or top_p < 1.0 or seed is not None):
+        raise UsageError("--top-k, --top-p and --seed shape sampling: add --temperature "
+                         "(without it decoding is greedy)")
+    sampling = None if temperature is None else SamplingConfig(temperature, top_k, top_p, seed)
+    lm = OnnxCausalLM.from_bundle(bundle, threads=threads)
+    click.echo(prompt + lm.generate_text(prompt, max_new_tokens, sampling))
 
 
 @cli.command("targets")

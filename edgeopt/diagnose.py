@@ -19,6 +19,7 @@ from edgeopt.diagnosis import Diagnosis
 from edgeopt.errors import BundleError, ModelError, UsageError
 from edgeopt.evaldata import EvalData
 from edgeopt.intermediates import diagnose_onnx, diagnose_torch_vs_onnx
+from edgeopt.runtime import conform_feeds, fixed_input_shape
 from edgeopt.source import SourceModel
 from edgeopt.tasks import EncoderTask
 
@@ -78,6 +79,9 @@ def diagnose_compiled(
     when there is one (quantization error), else the PyTorch model vs the final graph."""
     sample = data.sample(rows)
     feeds = [task.encode(b, max_length=MAX_LENGTH) for b in _batches(list(sample.texts))]
+    shape = fixed_input_shape(candidate)
+    if shape is not None:  # a graph fixed to one shape (NNAPI, QNN) takes only that
+        feeds = conform_feeds(feeds, shape)
     if reference is None:
         result = diagnose_torch_vs_onnx(task.export_module(), candidate, feeds, task.input_names,
                                         jump_db)

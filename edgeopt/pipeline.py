@@ -8,6 +8,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -17,12 +18,14 @@ from edgeopt.artifact import Journal, OnnxArtifact, PassRecord
 from edgeopt.bench import bench_encoder
 from edgeopt.bundle import StagedBundle, write_manifest
 from edgeopt.diagnosis import Diagnosis
+from edgeopt.errors import RecipeError
 from edgeopt.evaldata import EvalData
 from edgeopt.passes.export import export_encoder
 from edgeopt.passes.optimize import optimize_encoder
 from edgeopt.passes.quantize import QuantContext, quantize
-from edgeopt.recipe import Recipe
+from edgeopt.recipe import AccuracyBudget, Recipe
 from edgeopt.report import Report
+from edgeopt.runtime import fixed_input_shape
 from edgeopt.source import SourceModel
 from edgeopt.tasks import ENCODER_TASKS, EncoderTask, load_torch
 from edgeopt.validate import ParityResult, reference_outputs, validate_encoder
@@ -44,6 +47,8 @@ class CompileRequest:
     force: bool
     fail_on_parity: bool
     trust_remote_code: bool = False
+    # Keep the most sensitive layers in higher precision until this holds (None: no search).
+    budget: AccuracyBudget | None = None
 
 
 def library_versions() -> dict[str, str]:
@@ -77,31 +82,55 @@ def compile_encoder(req: CompileRequest, journal: Journal) -> Report:
             optimized = optimize_encoder(exported, recipe.optimize, work, req.src.config,
                                          check_feeds, rec)
             rec.finish(exported, optimized)
+        _check_fixed_shape(recipe, task)
         with journal.stage("quantize") as rec:
-            context = QuantContext(calibration=tuple(_feeds(task, req.calibration)))
+            context = QuantContext(calibration=tuple(_feeds(task, req.calibration)),
+                                   cache_dir=work / "calibration-cache")
             rec.notes["calibration_rows"] = len(req.calibration)
             final = quantize(optimized, recipe.quantize, work, rec, context)
             rec.finish(optimized, final)
+        gates = recipe.gates.for_task(req.src.task)
         with journal.stage("validate", {"rows": len(req.data)}) as rec:
             reference = reference_outputs(task, req.data)
-            parity = validate_encoder(task, final.path, req.data, reference,
-                                      recipe.gates.for_task(req.src.task),
+            parity = validate_encoder(task, final.path, req.data, reference, gates,
                                       disabled_optimizers=recipe.disabled_optimizers())
             rec.notes["passed"] = parity.passed
+        budget = None
+        if req.budget is not None:
+            from edgeopt.budget import fit_budget
+
+            def evaluate(candidate: OnnxArtifact) -> ParityResult:
+                return validate_encoder(task, candidate.path, req.data, reference, gates,
+                                        disabled_optimizers=recipe.disabled_optimizers())
+
+            with journal.stage("budget", asdict(req.budget)) as rec:
+                budget = fit_budget(req.budget, config=recipe.quantize, optimized=optimized,
+                                    quantized=final, parity=parity, evaluate=evaluate,
+                                    context=context, workdir=work / "budget", record=rec)
+                rec.finish(final, budget.artifact)
+            before_budget, final, parity = final, budget.artifact, budget.parity
         diagnosis = None
         if not parity.passed:
             with journal.stage("diagnose", {"rows": min(len(req.data), 64)}) as rec:
                 diagnosis = _diagnose(task, req.data, optimized, final, rec)
-        with journal.stage("benchmark", {"seq_len": recipe.bench.seq_len}) as rec:
-            feeds = task.fixed_length_feeds(" ".join(req.data.texts[:4]), recipe.bench.seq_len,
-                                            recipe.bench.batch)
-            variants = {"edgeopt " + req.target: final.path}
+        # A graph fixed to one input shape (NNAPI, QNN) is timed at that shape.
+        fixed = fixed_input_shape(final.path)
+        seq_len, batch = (fixed[1], fixed[0]) if fixed else (recipe.bench.seq_len, recipe.bench.batch)
+        with journal.stage("benchmark", {"seq_len": seq_len}) as rec:
+            feeds = task.fixed_length_feeds(" ".join(req.data.texts[:4]), seq_len, batch)
+            subject = "edgeopt " + req.target
+            variants = {subject: final.path}
+            if budget is not None and budget.kept:
+                variants[_BEFORE_BUDGET] = before_budget.path
             if final.path != optimized.path:
                 variants["onnx-fp32 (optimized)"] = optimized.path
             bench = bench_encoder(feeds, variants, task.export_module(), task.input_names,
-                                  recipe.bench, subject="edgeopt " + req.target,
+                                  recipe.bench, subject=subject,
                                   disabled_optimizers=recipe.disabled_optimizers())
             rec.notes["speedup_p50"] = bench.speedup
+            if budget is not None and budget.kept:
+                budget.latency_ms = {"before": bench.latency[_BEFORE_BUDGET].p50_ms,
+                                     "after": bench.latency[subject].p50_ms}
         report = Report(
             status="PASSED" if parity.passed else "FAILED",
             target=req.target,
@@ -117,6 +146,11 @@ def compile_encoder(req: CompileRequest, journal: Journal) -> Report:
             seconds=0.0,
             failures=parity.failures,
         )
+        if budget is not None:
+            if budget.kept:
+                report.sizes[_BEFORE_BUDGET] = budget.size_before
+            report.extra["Accuracy budget"] = budget.to_markdown()
+            report.extra["budget"] = budget.to_dict()
         if diagnosis is not None:
             report.extra["Where the error comes from"] = diagnosis.to_markdown()
             report.extra["diagnosis"] = diagnosis.to_dict()
@@ -125,6 +159,17 @@ def compile_encoder(req: CompileRequest, journal: Journal) -> Report:
             report.seconds = time.perf_counter() - started
             _write_bundle(req, task, final, parity, report, keep_model)
     return report
+
+
+_BEFORE_BUDGET = "before budget (all quantized)"
+
+
+def _check_fixed_shape(recipe: Recipe, task: EncoderTask) -> None:
+    shape = getattr(recipe.quantize, "fixed_shape", None)
+    if shape is not None and shape[1] > task.max_positions():
+        raise RecipeError(f"quantize.fixed_sequence {shape[1]} is longer than the model's longest "
+                          f"sequence ({task.max_positions()} tokens); use a recipe with "
+                          f"fixed_sequence <= {task.max_positions()}")
 
 
 def _diagnose(task: EncoderTask, data: EvalData, optimized: OnnxArtifact, final: OnnxArtifact,
@@ -149,8 +194,13 @@ def _feeds(task: EncoderTask, data: EvalData, batch: int = 16) -> list[dict[str,
 
 
 def _write_bundle(req: CompileRequest, task: EncoderTask, model: OnnxArtifact,
-                  parity: ParityResult, report: Report, keep_model: bool) -> None:
-    """Stage the bundle and rename it into place. A failed gate keeps only the report."""
+                  parity: ParityResult, report: Report, keep_model: bool,
+                  extra_manifest: Mapping[str, Any] | None = None) -> None:
+    """Stage the bundle and rename it into place. A failed gate keeps only the report.
+
+    ``extra_manifest`` adds task-specific sections (a decoder's cache io) to the manifest;
+    ``task`` only needs ``loaded.tokenizer``.
+    """
     stage = StagedBundle(req.out)
     try:
         if keep_model:
@@ -160,7 +210,8 @@ def _write_bundle(req: CompileRequest, task: EncoderTask, model: OnnxArtifact,
         stage.write_text("report.json", report.to_json() + "\n")
         stage.write_text("report.md", report.to_markdown())
         if keep_model:
-            write_manifest(stage, _manifest(req, task, stage.path("model.onnx"), parity, report))
+            manifest = _manifest(req, task, stage.path("model.onnx"), parity, report)
+            write_manifest(stage, {**manifest, **(extra_manifest or {})})
         stage.commit(req.force)
     except BaseException:
         stage.discard()
@@ -185,6 +236,8 @@ def _manifest(req: CompileRequest, task: EncoderTask, model_path: Path, parity: 
         "normalized": req.src.normalize if req.src.task == "feature-extraction" else None,
         "max_sequence_length": int(max_len) if isinstance(max_len, int) and max_len < 1e6 else None,
         "providers": list(req.recipe.providers),
+        # Set when the graph takes one input shape only (NNAPI, QNN): pad every input to it.
+        "fixed_input_shape": _fixed_shape_info(model_path),
         # Session settings the app must use for the measured speed (see the report).
         "session_options": {"disabled_optimizers": list(req.recipe.disabled_optimizers())},
         "parity": "passed" if parity.passed else "failed",
@@ -192,6 +245,11 @@ def _manifest(req: CompileRequest, task: EncoderTask, model_path: Path, parity: 
         "versions": report.versions,
         "recipe": report.recipe,
     }
+
+
+def _fixed_shape_info(model_path: Path) -> dict[str, int] | None:
+    shape = fixed_input_shape(model_path)
+    return None if shape is None else {"batch": shape[0], "sequence": shape[1]}
 
 
 def _value_info(v: Any) -> dict[str, Any]:

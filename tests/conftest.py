@@ -87,3 +87,90 @@ def minilm_embedder() -> Path:
         return zoo.fetch("minilm", log=lambda _m: None)
     except ModelError as err:
         pytest.skip(f"real all-MiniLM-L6-v2 unavailable: {err}")
+
+
+# --- decoders ------------------------------------------------------------------------------
+# Tiny causal LMs with random weights and a byte-level BPE tokenizer trained in code on the
+# built-in sentences (works offline, round-trips any text).
+
+
+def _tiny_bpe_tokenizer():
+    from importlib import resources
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    text = resources.files("edgeopt").joinpath("data/sentences.txt").read_text(encoding="utf-8")
+    lines = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=384, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tok.train_from_iterator(lines, trainer)
+    special = "<|endoftext|>"
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=special, eos_token=special,
+                                   unk_token=special, pad_token=special)
+
+
+def _save_lm(path: Path, model, tokenizer) -> Path:
+    model.eval().save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_lm(tmp_path_factory) -> Path:
+    """A 2-layer LlamaForCausalLM (GQA: 4 heads, 2 KV heads; tied embeddings)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    tok = _tiny_bpe_tokenizer()
+    eos = tok.eos_token_id
+    # A wider init than the default 0.02 gives peaked logits: greedy ties would be noise.
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128,
+                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=256, tie_word_embeddings=True,
+                      initializer_range=0.1, bos_token_id=eos, eos_token_id=eos, pad_token_id=eos)
+    return _save_lm(tmp_path_factory.mktemp("tiny-llama"), LlamaForCausalLM(cfg), tok)
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_lm(tmp_path_factory) -> Path:
+    """A 2-layer GPT2LMHeadModel (Conv1D projections exported as Gemm; tied embeddings)."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(1)
+    tok = _tiny_bpe_tokenizer()
+    eos = tok.eos_token_id
+    cfg = GPT2Config(vocab_size=len(tok), n_embd=64, n_layer=2, n_head=4, n_positions=256,
+                     initializer_range=0.1, bos_token_id=eos, eos_token_id=eos, pad_token_id=eos)
+    return _save_lm(tmp_path_factory.mktemp("tiny-gpt2"), GPT2LMHeadModel(cfg), tok)
+
+
+def _export_tiny(folder: Path, workdir: Path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from edgeopt.decoder.export import export_decoder
+    from edgeopt.recipe import ExportConfig
+    from edgeopt.tasks import LoadedModel
+
+    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    loaded = LoadedModel(model, AutoTokenizer.from_pretrained(folder))
+    artifact, io = export_decoder(loaded, ExportConfig(), workdir)
+    return artifact.path, io, loaded
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_onnx(tiny_llama_lm, tmp_path_factory):
+    """(exported.onnx, DecoderIO, LoadedModel) of the tiny Llama, exported once per session."""
+    return _export_tiny(tiny_llama_lm, tmp_path_factory.mktemp("tiny-llama-onnx"))
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_onnx(tiny_gpt2_lm, tmp_path_factory):
+    """(exported.onnx, DecoderIO, LoadedModel) of the tiny GPT-2, exported once per session."""
+    return _export_tiny(tiny_gpt2_lm, tmp_path_factory.mktemp("tiny-gpt2-onnx"))

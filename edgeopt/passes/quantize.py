@@ -26,37 +26,86 @@ from edgeopt.runtime import quiet_logging
 
 @dataclass(frozen=True)
 class QuantContext:
-    """Real inputs for quantizers that calibrate (batches of graph feeds)."""
+    """Real inputs for quantizers that calibrate (batches of graph feeds), and a folder
+    where they may keep work worth reusing when the same graph is quantized again
+    (calibration ranges, during an accuracy-budget search)."""
 
     calibration: tuple[dict[str, np.ndarray], ...] = field(default=())
+    cache_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """Nodes an accuracy budget can keep in higher precision, as one unit (nodes that
+    share a quantized input move together), with the float-graph tensors the unit reads
+    (its activation inputs) and the ones whose error ranks it (its outputs)."""
+
+    nodes: tuple[str, ...]
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    op: str
 
 
 QuantizeFn = Callable[[OnnxArtifact, Any, Path, PassRecord, QuantContext], OnnxArtifact]
+# The float ONNX model (onnx.ModelProto) and a config -> what a budget may keep.
+CandidatesFn = Callable[[Any, Any], list[Candidate]]
+
+
+@dataclass(frozen=True)
+class Quantizer:
+    run: QuantizeFn
+    candidates: CandidatesFn | None = None
+
 
 # Plain dict keyed by config type (torchao style); refuses duplicates.
-_QUANTIZERS: dict[type, QuantizeFn] = {}
-_MODULES = ("edgeopt.passes.quant_dynamic", "edgeopt.passes.quant_int4")
+_QUANTIZERS: dict[type, Quantizer] = {}
+_MODULES = ("edgeopt.passes.quant_dynamic", "edgeopt.passes.quant_int4", "edgeopt.passes.quant_static")
 
 
-def register_quantizer(config_type: type) -> Callable[[QuantizeFn], QuantizeFn]:
+def register_quantizer(config_type: type, candidates: CandidatesFn | None = None
+                       ) -> Callable[[QuantizeFn], QuantizeFn]:
+    """Register the quantizer for ``config_type``; ``candidates`` lists the nodes an
+    accuracy budget may keep in higher precision (see ``config.with_kept``)."""
     def wrap(fn: QuantizeFn) -> QuantizeFn:
         if config_type in _QUANTIZERS:
             raise ValueError(f"a quantizer for {config_type.__name__} is already registered")
-        _QUANTIZERS[config_type] = fn
+        _QUANTIZERS[config_type] = Quantizer(fn, candidates)
         return fn
 
     return wrap
 
 
+def _lookup(config: Any) -> Quantizer:
+    for module in _MODULES:
+        importlib.import_module(module)  # each registers its quantizers on import
+    entry = _QUANTIZERS.get(type(config))
+    if entry is None:
+        raise RecipeError(f"no quantizer registered for method {getattr(config, 'method', config)!r}")
+    return entry
+
+
+def supports_budget(config: Any) -> bool:
+    """Whether an accuracy budget can keep nodes of ``config``'s quantizer in higher precision."""
+    return _lookup(config).candidates is not None
+
+
+def budget_candidates(model_path: Path, config: Any) -> list[Candidate]:
+    """What an accuracy budget may keep in higher precision for ``config``, in graph order."""
+    import onnx
+
+    entry = _lookup(config)
+    if entry.candidates is None:
+        raise RecipeError(f"quantize.method {config.method!r} has nothing an accuracy budget can "
+                          "keep in higher precision; use an INT8 target")
+    return entry.candidates(onnx.load(str(model_path), load_external_data=False), config)
+
+
 def quantize(artifact: OnnxArtifact, config: Any, workdir: Path, record: PassRecord,
              context: QuantContext | None = None) -> OnnxArtifact:
     """Run the quantizer registered for ``type(config)``."""
-    for module in _MODULES:
-        importlib.import_module(module)  # each registers its quantizers on import
-    fn = _QUANTIZERS.get(type(config))
-    if fn is None:
-        raise RecipeError(f"no quantizer registered for method {getattr(config, 'method', config)!r}")
+    fn = _lookup(config).run
     record.config = {"method": config.method, **asdict(config)}
+    workdir.mkdir(parents=True, exist_ok=True)
     with quiet_logging(), warnings.catch_warnings():
         # The quantizers' numpy code warns on all-zero blocks; the result is still exact.
         warnings.simplefilter("ignore", RuntimeWarning)

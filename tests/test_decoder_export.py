@@ -1,0 +1,89 @@
+"""KV-cache export of tiny random Llama and GPT-2: one graph for prefill and decode,
+named axes and projections, a tied embedding stored once, cache steps equal to a full
+recompute (and to PyTorch).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from edgeopt.decoder.generate import OnnxCausalLM
+
+MODELS = ["tiny_llama_onnx", "tiny_gpt2_onnx"]
+
+
+def _padded_batch(vocab: int, length: int = 12) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1, vocab, size=(2, length)).astype(np.int64)
+    mask = np.ones_like(ids)
+    mask[1, :3] = 0  # row 1 is left-padded by 3
+    pos = np.clip(np.cumsum(mask, 1) - 1, 0, None).astype(np.int64)
+    return ids, mask, pos
+
+
+@pytest.mark.parametrize("fixture", MODELS)
+def test_cache_steps_equal_full_recompute_and_pytorch(fixture, request):
+    path, io, loaded = request.getfixturevalue(fixture)
+    lm = OnnxCausalLM.from_file(path, io, threads=1)
+    ids, mask, pos = _padded_batch(io.vocab_size)
+    full, _ = lm.forward(ids, mask, pos, io.empty_past(2))
+    # Prefill 5 tokens, then decode the rest one at a time through the cache.
+    logits, past = lm.forward(ids[:, :5], mask[:, :5], pos[:, :5], io.empty_past(2))
+    steps = [logits]
+    for t in range(5, ids.shape[1]):
+        logits, past = lm.forward(ids[:, t:t + 1], mask[:, :t + 1], pos[:, t:t + 1], past)
+        steps.append(logits)
+    cached = np.concatenate(steps, axis=1)
+    valid = mask.astype(bool)
+    np.testing.assert_allclose(cached[valid], full[valid], atol=1e-5)
+    assert past["past_key_values.0.key"].shape == (2, io.num_kv_heads, ids.shape[1], io.head_dim)
+    with torch.no_grad():
+        ref = loaded.model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask),
+                           position_ids=torch.from_numpy(pos)).logits.numpy()
+    np.testing.assert_allclose(full[valid], ref[valid], atol=1e-4)
+
+
+@pytest.mark.parametrize("fixture", MODELS)
+def test_graph_io_follows_the_contract(fixture, request):
+    path, io, _ = request.getfixturevalue(fixture)
+    graph = onnx.load(str(path)).graph
+
+    def dims(v):
+        return [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+
+    assert [v.name for v in graph.input] == io.input_names
+    assert [v.name for v in graph.output] == io.output_names
+    shapes = {v.name: dims(v) for v in [*graph.input, *graph.output]}
+    assert shapes["attention_mask"] == ["batch", "total_sequence"]
+    assert shapes[f"past_key_values.{io.num_layers - 1}.value"] == [
+        "batch", io.num_kv_heads, "past_sequence", io.head_dim]
+    assert shapes["present.0.key"] == ["batch", io.num_kv_heads, "total_sequence", io.head_dim]
+    assert shapes["logits"] == ["batch", "sequence", io.vocab_size]
+    assert io.num_layers == 2 and io.eos_token_ids == (0,)
+
+
+def test_projections_are_named_after_their_modules(tiny_llama_onnx, tiny_gpt2_onnx):
+    llama = {n.name for n in onnx.load(str(tiny_llama_onnx[0])).graph.node}
+    for proj in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                 "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"):
+        assert f"model.layers.1.{proj}/MatMul" in llama
+    assert "lm_head/MatMul" in llama
+    gpt2 = {n.name for n in onnx.load(str(tiny_gpt2_onnx[0])).graph.node}
+    assert {"transformer.h.0.attn.c_attn/Gemm", "transformer.h.1.mlp.c_proj/Gemm",
+            "lm_head/MatMul"} <= gpt2
+
+
+@pytest.mark.parametrize("fixture", MODELS)
+def test_tied_embedding_is_stored_once(fixture, request):
+    path, io, loaded = request.getfixturevalue(fixture)
+    model = onnx.load(str(path))
+    sizes = [int(np.prod(t.dims)) for t in model.graph.initializer]
+    hidden = loaded.model.get_input_embeddings().weight.shape[1]
+    assert sizes.count(io.vocab_size * hidden) == 1, "the lm_head got its own copy of the table"
+    float_bytes = 4 * sum(s for s, t in zip(sizes, model.graph.initializer, strict=True)
+                          if t.data_type == onnx.TensorProto.FLOAT)
+    param_bytes = 4 * sum(p.numel() for p in loaded.model.parameters())  # tied counted once
+    assert float_bytes < param_bytes + 16_384  # + small constants (rotary, masks)

@@ -1,0 +1,96 @@
+"""The whole decoder compile on tiny random models: bundle, manifest io, report, the
+bundle generating on its own, the CLI, and a failed gate leaving only the report.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+import edgeopt
+from edgeopt.bundle import read_manifest
+from edgeopt.cli import cli
+from edgeopt.decoder.generate import OnnxCausalLM
+from edgeopt.decoder.io import DecoderIO
+from edgeopt.decoder.validate import DecoderEvalConfig
+from edgeopt.errors import ParityError
+from edgeopt.graph import op_counts
+from edgeopt.recipe import BenchConfig, Recipe, WeightOnlyInt4Config
+
+SMALL_EVAL = DecoderEvalConfig(max_tokens=256, window=128, prompts=2, new_tokens=6)
+
+
+def _recipe(**gates):
+    recipe = Recipe(name="tiny-int4", description="test",
+                    quantize=WeightOnlyInt4Config(block_size=32),
+                    bench=BenchConfig(seq_len=16, decode_tokens=4, warmup=1, repeats=3,
+                                      torch_baseline=False))
+    return recipe.with_gates("text-generation", **gates) if gates else recipe
+
+
+@pytest.fixture(scope="module")
+def int4_bundle(tiny_llama_lm, tmp_path_factory):
+    out = tmp_path_factory.mktemp("dec") / "bundle"
+    report = edgeopt.compile(str(tiny_llama_lm), recipe=_recipe(), out=out, decoder_eval=SMALL_EVAL)
+    return out, report
+
+
+def test_bundle_manifest_names_every_cache_input_and_output(int4_bundle):
+    out, report = int4_bundle
+    assert report.passed and report.task == "text-generation"
+    assert [p["name"] for p in report.passes] == ["load", "export", "quantize", "validate",
+                                                   "benchmark"]
+    manifest = read_manifest(out)  # hashes verified
+    io = DecoderIO.from_dict(manifest["decoder"])
+    assert (io.num_layers, io.num_kv_heads, io.head_dim) == (2, 2, 16)
+    graph_inputs = [i["name"] for i in manifest["inputs"]]
+    graph_outputs = [o["name"] for o in manifest["outputs"]]
+    assert graph_inputs == [i["name"] for i in manifest["decoder"]["inputs"]] == io.input_names
+    assert graph_outputs == [o["name"] for o in manifest["decoder"]["outputs"]] == io.output_names
+    assert "past_key_values.1.value" in graph_inputs and "present.1.value" in graph_outputs
+    assert {"model.onnx", "tokenizer.json", "report.json"} <= set(manifest["files"])
+    assert op_counts(out / "model.onnx")["MatMulNBits"] == 15
+
+
+def test_report_has_decoder_metrics_and_throughput(int4_bundle):
+    _, report = int4_bundle
+    metrics = report.parity["metrics"]
+    assert set(metrics) == {"perplexity_reference", "perplexity", "perplexity_ratio",
+                            "token_agreement", "first_divergence_mean", "first_divergence_min",
+                            "prefill_cosine_min"}
+    assert 0.0 <= metrics["token_agreement"] <= 1.0
+    throughput = report.bench["throughput"]
+    assert set(throughput) == {"edgeopt tiny-int4", "onnx-fp32"}
+    for row in throughput.values():
+        assert row["decode_tokens_per_s"] > 0 and row["peak_rss_mb"] > row["model_rss_mb"] > 0
+    assert report.sizes["bundle model.onnx"] < report.sizes["onnx fp32"]
+    assert "prefill tok/s" in report.to_markdown()
+
+
+def test_bundle_generates_from_its_own_files(int4_bundle):
+    out, _ = int4_bundle
+    lm = OnnxCausalLM.from_bundle(out, threads=1)
+    ids = lm.tokenizer("The battery lasts")["input_ids"]
+    greedy = lm.generate(ids, 6, stop_at_eos=False)
+    assert len(greedy) == 6
+    result = CliRunner().invoke(cli, ["generate", str(out), "The battery lasts",
+                                      "--max-new-tokens", "6"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("The battery lasts")
+    sampled = CliRunner().invoke(cli, ["generate", str(out), "Hi", "--top-k", "5"])
+    assert sampled.exit_code == 2 and "--temperature" in sampled.output
+
+
+def test_failed_gate_raises_and_keeps_only_the_report(tiny_gpt2_lm, tmp_path):
+    out = tmp_path / "b"
+    # INT4 on random weights cannot keep every greedy token nor a ratio of exactly 1.
+    recipe = _recipe(max_perplexity_ratio=1.0, min_token_agreement=1.0)
+    with pytest.raises(ParityError) as info:
+        edgeopt.compile(str(tiny_gpt2_lm), recipe=recipe, out=out, decoder_eval=SMALL_EVAL)
+    failures = info.value.failures
+    assert any("perplexity_ratio" in f for f in failures)
+    assert any("token_agreement" in f for f in failures)
+    assert sorted(p.name for p in out.iterdir()) == ["report.json", "report.md"]
+    assert json.loads((out / "report.json").read_text())["status"] == "FAILED"

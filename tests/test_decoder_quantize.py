@@ -1,0 +1,62 @@
+"""INT4 weight-only quantization of decoder graphs: every projection and the (untied)
+lm_head become MatMulNBits, no float weight MatMul remains, and the cache still works.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from edgeopt.artifact import OnnxArtifact, PassRecord
+from edgeopt.decoder.generate import OnnxCausalLM
+from edgeopt.decoder.untie import untie_lm_head
+from edgeopt.graph import float_weight_matmuls, op_counts
+from edgeopt.passes.quantize import quantize
+from edgeopt.recipe import WeightOnlyInt4Config
+
+
+def _int4(path, tmp_path):
+    record = PassRecord("quantize", {})
+    untied = untie_lm_head(OnnxArtifact(path), tmp_path, record)
+    return quantize(untied, WeightOnlyInt4Config(block_size=32), tmp_path, record), record
+
+
+@pytest.mark.parametrize(("fixture", "projections", "tables"), [
+    ("tiny_llama_onnx", 7, 1),  # q, k, v, o, gate, up, down; one tied word table
+    ("tiny_gpt2_onnx", 4, 2),  # c_attn, attn c_proj, c_fc, mlp c_proj (Gemm); wte and wpe
+])
+def test_int4_covers_every_projection_and_the_lm_head(fixture, projections, tables, request,
+                                                      tmp_path):
+    path, io, loaded = request.getfixturevalue(fixture)
+    quantized, record = _int4(path, tmp_path)
+    counts = op_counts(quantized.path)
+    assert counts["MatMulNBits"] == projections * io.num_layers + 1  # + lm_head
+    assert counts["GatherBlockQuantized"] == tables
+    assert counts.get("Gemm", 0) == 0
+    assert float_weight_matmuls(quantized.path) == []
+    assert record.notes["untied"] == "lm_head/MatMul"
+    # Still one graph for prefill and decode: a cached step matches the full recompute.
+    lm = OnnxCausalLM.from_file(quantized.path, io, threads=1)
+    ids = np.arange(3, 11, dtype=np.int64)[None]
+    full = lm.logits(ids)
+    last, past = lm.prefill(ids[0, :-1].tolist())
+    step, _ = lm.step(int(ids[0, -1]), past)
+    np.testing.assert_allclose(step, full[0, -1], atol=1e-4)
+
+
+def test_untie_gives_the_head_its_own_weight_and_keeps_the_input(tiny_llama_onnx, tmp_path):
+    path, io, _ = tiny_llama_onnx
+    before = path.read_bytes()
+    record = PassRecord("untie", {})
+    untied = untie_lm_head(OnnxArtifact(path), tmp_path, record)
+    assert untied.path != path and path.read_bytes() == before
+    graph = onnx.load(str(untied.path)).graph
+    head = next(n for n in graph.node if n.name == "lm_head/MatMul")
+    inits = {t.name: t for t in graph.initializer}
+    assert head.input[1] in inits and list(inits[head.input[1]].dims)[::-1] == [io.vocab_size, 64]
+    ids = np.arange(5, 15, dtype=np.int64)[None]
+    tied_logits = OnnxCausalLM.from_file(path, io).logits(ids)
+    np.testing.assert_array_equal(OnnxCausalLM.from_file(untied.path, io).logits(ids), tied_logits)
+    again = untie_lm_head(untied, tmp_path / "..", PassRecord("untie", {}))
+    assert again.path == untied.path  # nothing left to untie: the input artifact comes back
