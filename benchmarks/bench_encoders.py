@@ -61,7 +61,7 @@ def compile_targets(model: str, targets: list[str], eval_data: str | None, tmp: 
 
 
 def side_by_side(model_dir: Path, bundles: dict[str, Path], seq_len: int, threads: int,
-                 warmup: int, repeats: int) -> dict[str, dict]:
+                 warmup: int, repeats: int, spinning: bool = True) -> dict[str, dict]:
     """p50/p90/p99 of every bundle and PyTorch eager fp32, round-robin in one run."""
     import torch
 
@@ -76,7 +76,10 @@ def side_by_side(model_dir: Path, bundles: dict[str, Path], seq_len: int, thread
     feeds = task.fixed_length_feeds(" ".join(builtin_sentences().texts[:4]), seq_len, 1)
     variants = {}
     for name, bundle in bundles.items():
-        session = make_session(bundle / "model.onnx", threads=threads, spinning=True)
+        manifest = json.loads((bundle / "manifest.json").read_text())
+        disabled = tuple(manifest.get("session_options", {}).get("disabled_optimizers", ()))
+        session = make_session(bundle / "model.onnx", threads=threads, spinning=spinning,
+                               disabled_optimizers=disabled)
         variants[name] = lambda s=session: run_one(s, feeds)
     torch.set_num_threads(threads)
     module = task.export_module()
@@ -99,6 +102,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--no-spin", action="store_true",
+                        help="onnxruntime threads sleep between runs (use with OMP_WAIT_POLICY=PASSIVE "
+                             "on a machine shared with other work)")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "encoders.json"))
     args = parser.parse_args()
 
@@ -111,6 +117,7 @@ def main() -> None:
     embedder = zoo.fetch("minilm")
     targets = args.targets.split(",")
     result: dict = {"machine": machine(), "command": " ".join(sys.argv), "threads": args.threads,
+                    "spinning": not args.no_spin,
                     "seq_len": args.seq_len, "repeats": args.repeats, "warmup": args.warmup}
     with tempfile.TemporaryDirectory() as tmp:
         print("classifier: minilm-sst2 on SST-2 dev (872 rows)", file=sys.stderr)
@@ -119,7 +126,7 @@ def main() -> None:
         emb = compile_targets(str(embedder), args.embedding_targets.split(","), str(dev), Path(tmp))
         print("latency: side by side", file=sys.stderr)
         lat = side_by_side(classifier, {t: r["bundle"] for t, r in cls.items()}, args.seq_len,
-                           args.threads, args.warmup, args.repeats)
+                           args.threads, args.warmup, args.repeats, spinning=not args.no_spin)
     result["classifier"] = {t: {"wall_s": r["wall_s"], "status": r["report"]["status"],
                                 "size_bytes": r["report"]["sizes"]["bundle model.onnx"],
                                 "metrics": r["report"]["parity"]["metrics"],
