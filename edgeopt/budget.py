@@ -134,7 +134,11 @@ class BudgetResult:
 
 
 def _db(v: float) -> str:
-    return "n/a" if math.isnan(v) else ("exact" if math.isinf(v) else f"{v:.1f}")
+    if math.isnan(v):
+        return "n/a"
+    if math.isinf(v):
+        return "exact" if v > 0 else "-inf"
+    return f"{v:.1f}"
 
 
 # Metrics a trial table shows (the budget's and the usual task ones).

@@ -14,6 +14,7 @@ _STAGE_LABELS = {
     "optimize": "Graph fusions",
     "quantize": "Quantize",
     "validate": "Validate parity",
+    "budget": "Accuracy budget",
     "diagnose": "Diagnose failure",
     "benchmark": "Benchmark CPU",
     "bundle": "Write bundle",
@@ -72,5 +73,12 @@ def print_summary(report: Any) -> None:
         if report.bench.get("speedup_p50"):
             table.add_row("speed-up vs PyTorch eager", f"{report.bench['speedup_p50']:.2f}x")
     console.print(table)
+    budget = getattr(report, "extra", {}).get("budget")
+    if budget:
+        kept = budget["kept_nodes"]
+        verdict = "met" if budget["met"] else "[red]not met[/]"
+        names = ", ".join(kept[:3]) + (", ..." if len(kept) > 3 else "")
+        console.print(f"accuracy budget {verdict}: {len(kept)} node(s) kept in "
+                      f"{budget['precision']}" + (f" ({names})" if kept else ""))
     if report.bundle:
         console.print(f"bundle: {report.bundle} (report.md has the details)")

@@ -118,6 +118,13 @@ def test_qnn_int8_quantizes_every_op_at_16_bits_with_a_fixed_shape(float_graphs,
             q = next(m for m in model.graph.node
                      if m.op_type == "QuantizeLinear" and m.input[0] == n.output[0])
             assert onnx.numpy_helper.to_array(inits[q.input[1]]) == pytest.approx(1 / 32768)
+    # The additive attention mask (float32 min where masked) is quantized over +-100, not
+    # over +-3.4e38: the Softmax input keeps its resolution.
+    for n in model.graph.node:
+        if n.op_type == "Softmax":
+            q = made[made[n.input[0]].input[0]]
+            assert q.op_type == "QuantizeLinear"
+            assert onnx.numpy_helper.to_array(inits[q.input[1]]) == pytest.approx(200 / 65535, rel=1e-3)
     # Word embeddings stay 8-bit under 16-bit activations.
     assert all(t.data_type != onnx.TensorProto.UINT16 for t in inits.values() if len(t.dims) == 2)
     assert fixed_input_shape(out.path) == (1, 32)
@@ -219,3 +226,16 @@ def test_android_int8_keeps_sst2_accuracy(tmp_path):
     assert report.passed
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert manifest["recipe"]["quantize"]["method"] == "static-int8"
+
+
+@pytest.mark.real
+@pytest.mark.slow
+def test_android_int8_keeps_minilm_embeddings(minilm_embedder, tmp_path):
+    import edgeopt
+
+    report = edgeopt.compile(minilm_embedder, target="android-int8", out=tmp_path / "e",
+                             eval_data=shared_path("data/sst2/dev.tsv"),
+                             calibration_data=shared_path("data/sst2/train.tsv"),
+                             fail_on_parity=False)
+    assert report.parity["metrics"]["cosine_min"] >= 0.98 and report.passed
+    assert report.sizes["bundle model.onnx"] <= 25e6
