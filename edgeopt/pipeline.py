@@ -131,21 +131,7 @@ def compile_encoder(req: CompileRequest, journal: Journal) -> Report:
             if budget is not None and budget.kept:
                 budget.latency_ms = {"before": bench.latency[_BEFORE_BUDGET].p50_ms,
                                      "after": bench.latency[subject].p50_ms}
-        report = Report(
-            status="PASSED" if parity.passed else "FAILED",
-            target=req.target,
-            task=req.src.task,
-            source=_source_info(req.src),
-            recipe=recipe.to_dict(),
-            passes=[_record_dict(r) for r in journal.records],
-            parity=parity.to_dict(),
-            bench=bench.to_dict(),
-            sizes={"source weights": req.src.weights_bytes(), "onnx fp32": exported.size_bytes,
-                   "bundle model.onnx": final.size_bytes},
-            versions=library_versions(),
-            seconds=0.0,
-            failures=parity.failures,
-        )
+        report = build_report(req, journal, parity, bench.to_dict(), exported, final)
         if budget is not None:
             if budget.kept:
                 report.sizes[_BEFORE_BUDGET] = budget.size_before
@@ -259,6 +245,28 @@ def _value_info(v: Any) -> dict[str, Any]:
     dims = [d.dim_param or (d.dim_value if d.HasField("dim_value") else "?") for d in t.shape.dim]
     return {"name": v.name, "dtype": onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name,
             "shape": dims}
+
+
+def build_report(req: CompileRequest, journal: Journal, parity: ParityResult,
+                 bench: dict[str, Any], exported: OnnxArtifact, final: OnnxArtifact,
+                 extra: dict[str, Any] | None = None) -> Report:
+    """The report of a compile, from its pass records, parity result and benchmark."""
+    return Report(
+        status="PASSED" if parity.passed else "FAILED",
+        target=req.target,
+        task=req.src.task,
+        source=_source_info(req.src),
+        recipe=req.recipe.to_dict(),
+        passes=[_record_dict(r) for r in journal.records],
+        parity=parity.to_dict(),
+        bench=bench,
+        sizes={"source weights": req.src.weights_bytes(), "onnx fp32": exported.size_bytes,
+               "bundle model.onnx": final.size_bytes},
+        versions=library_versions(),
+        seconds=0.0,
+        failures=parity.failures,
+        extra=dict(extra or {}),
+    )
 
 
 def _source_info(src: SourceModel) -> dict[str, Any]:

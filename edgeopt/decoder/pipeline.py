@@ -22,13 +22,7 @@ from edgeopt.decoder.reference import TorchCausalLM
 from edgeopt.decoder.untie import untie_lm_head
 from edgeopt.decoder.validate import DecoderEvalConfig, validate_decoder
 from edgeopt.passes.quantize import QuantContext, quantize
-from edgeopt.pipeline import (
-    CompileRequest,
-    _record_dict,
-    _source_info,
-    _write_bundle,
-    library_versions,
-)
+from edgeopt.pipeline import CompileRequest, _write_bundle, build_report
 from edgeopt.recipe import NoQuantConfig, QuantConfig
 from edgeopt.report import Report
 from edgeopt.tasks import LoadedModel, load_torch
@@ -95,23 +89,9 @@ def compile_decoder(req: CompileRequest, journal: Journal,
             bench = bench_decoder(variants, io, reference, req.src.path, tokens, recipe.bench,
                                   subject, recipe.disabled_optimizers())
             rec.notes["decode_speedup_p50"] = bench.speedup
-        report = Report(
-            status="PASSED" if parity.passed else "FAILED",
-            target=req.target,
-            task=req.src.task,
-            source=_source_info(req.src),
-            recipe=recipe.to_dict(),
-            passes=[_record_dict(r) for r in journal.records],
-            parity=parity.to_dict(),
-            bench=bench.to_dict(),
-            sizes={"source weights": req.src.weights_bytes(), "onnx fp32": exported.size_bytes,
-                   "bundle model.onnx": final.size_bytes},
-            versions=library_versions(),
-            seconds=0.0,
-            failures=parity.failures,
-            extra={"Decoder throughput and memory": bench.to_markdown(),
-                   "Sample generations (bundle, greedy)": samples},
-        )
+        report = build_report(req, journal, parity, bench.to_dict(), exported, final, extra={
+            "Decoder throughput and memory": bench.to_markdown(),
+            "Sample generations (bundle, greedy)": samples})
         with journal.stage("bundle", {"out": str(req.out)}):
             keep_model = parity.passed or not req.fail_on_parity
             report.seconds = time.perf_counter() - started
