@@ -155,7 +155,7 @@ def fit_budget(
     started = time.perf_counter()
 
     def trial(k: int, art: OnnxArtifact, par: ParityResult) -> Trial:
-        shown = {m: v for m, v in par.metrics.items() if m in _SHOWN}
+        shown = {m: v for m, v in par.metrics.items() if m in _SHOWN and math.isfinite(v)}
         return Trial(k, par.passed, shown, art.size_bytes)
 
     trials = [trial(0, quantized, parity)]
@@ -193,6 +193,8 @@ def fit_budget(
     final = hi if hi is not None else max(results)
     art, par = results[final]
     record.notes["kept_nodes"] = sum(len(s.nodes) for s in ranking[:final])
+    record.notes["kept"] = [n for s in ranking[:final] for n in s.nodes]
+    record.notes["precision"] = config.kept_precision
     record.notes["trials"] = len(trials) - 1
     record.notes["met"] = hi is not None
     return BudgetResult(budget, config.kept_precision, hi is not None, tuple(ranking),

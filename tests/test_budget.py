@@ -235,13 +235,24 @@ def test_compile_with_a_budget_reports_what_it_kept(tiny_classifier, tmp_path):
 @pytest.mark.real
 @pytest.mark.slow
 def test_max_accuracy_drop_is_met_on_real_minilm(tmp_path):
-    import edgeopt
+    # android-int8 without its outlier split loses 0.9 points on SST-2 (97.9% agreement):
+    # the search must keep a few MatMuls at 16-bit activations to get within 0.3 points.
+    import dataclasses
 
-    report = edgeopt.compile(shared_path("models/minilm-sst2"), target="android-int8",
+    import edgeopt
+    from edgeopt.targets import load_target
+
+    target = load_target("android-int8")
+    recipe = dataclasses.replace(target, quantize=dataclasses.replace(target.quantize,
+                                                                      outlier_threshold=None))
+    report = edgeopt.compile(shared_path("models/minilm-sst2"), recipe=recipe,
                              out=tmp_path / "b", eval_data=shared_path("data/sst2/dev.tsv"),
                              calibration_data=shared_path("data/sst2/train.tsv"),
                              max_accuracy_drop=0.003, fail_on_parity=False)
-    assert report.parity["metrics"]["accuracy_drop"] <= 0.003 and report.passed
     budget = report.extra["budget"]
-    assert budget["met"]
+    assert report.passed and budget["met"]
+    assert report.parity["metrics"]["accuracy_drop"] <= 0.003
+    assert budget["trials"][0]["metrics"]["accuracy_drop"] > 0.003  # the plain model missed it
+    assert 0 < len(budget["kept_nodes"]) <= 12 and budget["precision"] == "16-bit activations"
     assert report.sizes["bundle model.onnx"] <= 25e6
+    assert "| kept | op |" in (tmp_path / "b" / "report.md").read_text()

@@ -162,9 +162,12 @@ def static_candidates(model: Any, config: StaticInt8Config) -> list[Candidate]:
     inits = {t.name for t in model.graph.initializer}
     floats = _float_tensors(model)
     skip = set(plan.exclude) | (set() if config.wide_activations else set(config.int16_nodes))
+    # Nodes computing an additive mask are clipped to +-100 on purpose; their error is
+    # huge by SQNR and harmless to the result, and float would not change the clip.
+    masks = additive_mask_tensors(model)
     groups: dict[str, list[tuple[Any, list[str]]]] = {}
     for node in model.graph.node:
-        if node.op_type not in plan.op_types or node.name in skip:
+        if node.op_type not in plan.op_types or node.name in skip or masks & set(node.output):
             continue
         acts = [x for x in node.input if x and x not in inits and x in floats]
         if not acts or node.op_type == "Gather":
