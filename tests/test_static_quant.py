@@ -113,7 +113,9 @@ def test_qnn_int8_quantizes_every_op_at_16_bits_with_a_fixed_shape(float_graphs,
         if n.op_type == "MatMul" and n.input[1] in made and made[n.input[1]].input[0] in inits:
             w = made[n.input[1]]
             assert inits[w.input[0]].data_type == onnx.TensorProto.INT8
-            assert len(inits[w.input[1]].dims) == 0  # per-tensor: HTP has no per-channel MatMul
+            # Per output channel (axis 1 of [K, N]): HTP runs A16 x per-channel INT8 MatMul.
+            assert list(inits[w.input[1]].dims) == [inits[w.input[0]].dims[1]]
+            assert onnx.helper.get_attribute_value(w.attribute[0]) == 1
         if n.op_type == "Tanh":  # HTP's fixed 16-bit Tanh output scale
             q = next(m for m in model.graph.node
                      if m.op_type == "QuantizeLinear" and m.input[0] == n.output[0])
