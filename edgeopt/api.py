@@ -108,6 +108,13 @@ def compile(  # noqa: A001 - the public name the design asks for
                         "'label' column (pass --eval-data FILE with labels, or use --min-agreement)")
 
     # Calibration: the given file, else the eval rows; a deterministic sample of <= 256.
+    # Decoders read a given file as plain text, like their eval data.
+    calibration_path = None
+    if src.task == "text-generation" and isinstance(calibration_data, (str, Path)):
+        calibration_path = Path(calibration_data)
+        if not calibration_path.is_file():
+            raise DataError(f"calibration data {calibration_path} does not exist; pass a plain-text file")
+        calibration_data = None
     calibration = data if calibration_data is None else _eval_data(
         calibration_data, src.label_names, None)
     calibration = calibration.sample(min(len(calibration), MAX_CALIBRATION_ROWS))
@@ -123,7 +130,7 @@ def compile(  # noqa: A001 - the public name the design asks for
 
     report = run(
         CompileRequest(src=src, recipe=chosen, target=name, data=data, eval_path=eval_path,
-                       calibration=calibration,
+                       calibration=calibration, calibration_path=calibration_path,
                        out=out_path, force=force,
                        fail_on_parity=fail_on_parity, trust_remote_code=trust_remote_code,
                        budget=budget),

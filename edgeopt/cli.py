@@ -79,7 +79,8 @@ def _parse_gates(values: tuple[str, ...]) -> dict[str, float | None]:
               help="Causal LMs: score perplexity on the first N tokens of --eval-data (default 16384).")
 @click.option("--calibration-data", type=click.Path(dir_okay=False),
               help="Rows to calibrate on (same formats as --eval-data; at most 256 are sampled). "
-                   "Default: a sample of the eval data.")
+                   "Default: a sample of the eval data. Causal LMs: plain text; default: the "
+                   "eval text after the tokens perplexity scores.")
 @click.option("--gate", "gate_values", multiple=True, metavar="NAME=VALUE",
               help="Override a parity gate, e.g. --gate min_label_agreement=0.98 (repeatable).")
 @click.option("--max-accuracy-drop", type=click.FloatRange(min=0, max=1), metavar="X",

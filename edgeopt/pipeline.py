@@ -49,6 +49,8 @@ class CompileRequest:
     trust_remote_code: bool = False
     # Keep the most sensitive layers in higher precision until this holds (None: no search).
     budget: AccuracyBudget | None = None
+    # Decoders: a plain-text calibration file (None: text after the tokens parity scores).
+    calibration_path: Path | None = None
 
 
 def library_versions() -> dict[str, str]:

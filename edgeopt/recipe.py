@@ -111,10 +111,16 @@ class WeightOnlyInt4Config:
     symmetric: bool = True
     # MatMulNBits compute type: 0 = as input (fp32), 4 = int8 activations (fast on CPU).
     accuracy_level: int = 4
+    # rtn: round to nearest (data-free); gptq: edgeopt's block-local GPTQ with scales
+    # searched on calibration data (passes/blockquant); hqq: onnxruntime's HQQ.
     algorithm: str = "rtn"
     quantize_embeddings: bool = True
-    # Node names kept at INT8 (8-bit MatMulNBits) because they are too sensitive for 4 bits.
+    # MatMuls kept at 8 bits (8-bit MatMulNBits) because 4 bits cost too much accuracy:
+    # node names or shell-style patterns ("*mlp.down_proj*", "lm_head*").
     int8_nodes: tuple[str, ...] = ()
+    # A tied word table and LM head stored once, as the head's 8-bit blocks that the
+    # embedding lookup reads too (needs the head among int8_nodes).
+    share_embedding: bool = False
 
     def __post_init__(self) -> None:
         _check(
@@ -123,6 +129,15 @@ class WeightOnlyInt4Config:
         )
         _check(self.accuracy_level in (0, 1, 2, 3, 4), "quantize.accuracy_level must be 0..4")
         _check(self.algorithm in ("rtn", "hqq", "gptq"), "quantize.algorithm must be rtn|hqq|gptq")
+        _check(self.symmetric or self.algorithm != "gptq", "quantize.algorithm gptq needs symmetric: true")
+        _check(self.native or not (self.int8_nodes or self.share_embedding),
+               "quantize.int8_nodes and share_embedding need symmetric: true and algorithm rtn or gptq")
+
+    @property
+    def native(self) -> bool:
+        """Whether edgeopt writes the MatMulNBits itself (symmetric rtn, gptq) rather
+        than onnxruntime's quantizer (hqq, asymmetric rtn)."""
+        return self.symmetric and self.algorithm in ("rtn", "gptq")
 
     kept_precision: ClassVar[str] = "8-bit weights"
 

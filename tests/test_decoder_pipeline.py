@@ -94,3 +94,25 @@ def test_failed_gate_raises_and_keeps_only_the_report(tiny_gpt2_lm, tmp_path):
     assert any("token_agreement" in f for f in failures)
     assert sorted(p.name for p in out.iterdir()) == ["report.json", "report.md"]
     assert json.loads((out / "report.json").read_text())["status"] == "FAILED"
+
+
+def test_gptq_calibrates_on_text_the_perplexity_never_scores(tiny_llama_lm, tmp_path):
+    from edgeopt.evaldata import builtin_sentences
+
+    text = tmp_path / "eval.txt"
+    text.write_text("\n".join(builtin_sentences().texts * 6))
+    recipe = Recipe(name="tiny-gptq", description="test",
+                    quantize=WeightOnlyInt4Config(block_size=32, algorithm="gptq"),
+                    bench=BenchConfig(seq_len=16, decode_tokens=4, warmup=1, repeats=3,
+                                      torch_baseline=False))
+    report = edgeopt.compile(str(tiny_llama_lm), recipe=recipe, out=tmp_path / "a", eval_data=text,
+                             decoder_eval=SMALL_EVAL)
+    notes = next(p["notes"] for p in report.passes if p["name"] == "quantize")
+    assert notes["calibration"] == f"eval text after token {SMALL_EVAL.max_tokens}"
+    assert notes["data_aware_nodes"] == 15 and notes["calibration_sequences"] >= 1
+    own = tmp_path / "calib.txt"
+    own.write_text("A different text to calibrate on, long enough for a few sequences. " * 40)
+    report = edgeopt.compile(str(tiny_llama_lm), recipe=recipe, out=tmp_path / "b", eval_data=text,
+                             calibration_data=own, decoder_eval=SMALL_EVAL)
+    notes = next(p["notes"] for p in report.passes if p["name"] == "quantize")
+    assert notes["calibration"] == "calib.txt"

@@ -60,3 +60,57 @@ def test_untie_gives_the_head_its_own_weight_and_keeps_the_input(tiny_llama_onnx
     np.testing.assert_array_equal(OnnxCausalLM.from_file(untied.path, io).logits(ids), tied_logits)
     again = untie_lm_head(untied, tmp_path / "..", PassRecord("untie", {}))
     assert again.path == untied.path  # nothing left to untie: the input artifact comes back
+
+
+def _calibration(io, rows=2, length=12):
+    from edgeopt.decoder.evaltext import calibration_feeds
+
+    class Chars:  # a tokenizer stand-in: one token per character, ids inside the tiny vocab
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": [3 + ord(c) % 90 for c in text]}
+
+    return tuple(calibration_feeds(Chars(), io, "the quick brown fox jumps over it " * 4, rows, length))
+
+
+def test_gptq_keeps_named_projections_at_8_bits_and_stores_a_tied_table_once(tiny_llama_onnx, tmp_path):
+    from edgeopt.passes.quantize import QuantContext
+
+    path, io, _ = tiny_llama_onnx
+    record = PassRecord("quantize", {})
+    untied = untie_lm_head(OnnxArtifact(path), tmp_path, record)
+    config = WeightOnlyInt4Config(block_size=32, algorithm="gptq", share_embedding=True,
+                                  int8_nodes=("lm_head*", "*mlp.down_proj*", "*mlp.up_proj*"))
+    quantized = quantize(untied, config, tmp_path, record, QuantContext(calibration=_calibration(io)))
+    graph = onnx.load(str(quantized.path)).graph
+    bits = {n.name: onnx.helper.get_attribute_value(next(a for a in n.attribute if a.name == "bits"))
+            for n in graph.node if n.op_type == "MatMulNBits"}
+    eights = {name for name, b in bits.items() if b == 8}
+    # up_proj (8-bit) shares its input with gate_proj (4-bit, data-aware).
+    mlp = {f"model.layers.{i}.mlp.{p}/MatMulNBits"
+           for i in range(io.num_layers) for p in ("down_proj", "up_proj")}
+    assert eights == {"lm_head/MatMulNBits"} | mlp
+    assert len(bits) == 7 * io.num_layers + 1 and float_weight_matmuls(quantized.path) == []
+    assert record.notes["data_aware_nodes"] == 5 * io.num_layers
+    # The word table is the head's 8-bit codes, read through a Reshape: no table of its own.
+    lookup = next(n for n in graph.node if n.op_type == "GatherBlockQuantized")
+    head = next(n for n in graph.node if n.name == "lm_head/MatMulNBits")
+    reshape = next(n for n in graph.node if lookup.input[0] in n.output)
+    assert reshape.op_type == "Reshape" and reshape.input[0] == head.input[1]
+    assert lookup.input[2] == head.input[2]
+    tables = {(io.vocab_size, 64), (64, io.vocab_size)}
+    assert not [t.name for t in graph.initializer
+                if tuple(t.dims) in tables and t.data_type != onnx.TensorProto.UINT8]
+    lm = OnnxCausalLM.from_file(quantized.path, io, threads=1)
+    ids = np.arange(3, 11, dtype=np.int64)[None]
+    last, past = lm.prefill(ids[0, :-1].tolist())
+    step, _ = lm.step(int(ids[0, -1]), past)
+    np.testing.assert_allclose(step, lm.logits(ids)[0, -1], atol=1e-4)
+
+
+def test_gptq_without_calibration_rows_is_a_data_error(tiny_llama_onnx, tmp_path):
+    from edgeopt.errors import DataError
+
+    path, _, _ = tiny_llama_onnx
+    record = PassRecord("quantize", {})
+    with pytest.raises(DataError, match="calibration"):
+        quantize(OnnxArtifact(path), WeightOnlyInt4Config(algorithm="gptq"), tmp_path, record)

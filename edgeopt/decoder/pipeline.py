@@ -29,10 +29,10 @@ from edgeopt.tasks import LoadedModel, load_torch
 
 SAMPLE_PROMPTS = 3
 SAMPLE_TOKENS = 24
-# Calibration prefills for quantizers that look at activations (GPTQ-style): a few
-# full-length sequences cover every projection; more mostly costs time.
-CALIBRATION_SEQUENCES = 8
-CALIBRATION_LEN = 256
+# Calibration prefills for quantizers that look at activations (GPTQ-style): 8,192
+# tokens, the amount the SmolLM2 study settled on; more mostly costs time.
+CALIBRATION_SEQUENCES = 16
+CALIBRATION_LEN = 512
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,8 @@ def compile_decoder(req: CompileRequest, journal: Journal,
             rec.notes |= {"layers": io.num_layers, "kv_heads": io.num_kv_heads,
                           "head_dim": io.head_dim}
         with journal.stage("quantize") as rec:
-            context = _calibration(loaded, io, req)
+            context, rec.notes["calibration"] = _calibration(loaded, io, req, text,
+                                                             eval_config.max_tokens)
             rec.notes["calibration_sequences"] = len(context.calibration)
             final = quantize(_quantizable(exported, recipe.quantize, work, rec), recipe.quantize,
                              work, rec, context)
@@ -108,12 +109,24 @@ def _quantizable(exported: OnnxArtifact, config: QuantConfig, work: Path,
     return untie_lm_head(exported, work, rec)
 
 
-def _calibration(loaded: LoadedModel, io: DecoderIO, req: CompileRequest) -> QuantContext:
-    """Prefill feeds (empty past) from the calibration rows the api chose, as one text."""
+def _calibration(loaded: LoadedModel, io: DecoderIO, req: CompileRequest, eval_text: str,
+                 scored_tokens: int) -> tuple[QuantContext, str]:
+    """Prefill feeds (empty past) and where they came from: the calibration file; else the
+    eval text after the tokens perplexity scores (same domain, never scored), when it has
+    a full sequence there; else the built-in sentences."""
     length = min(CALIBRATION_LEN, io.max_positions or CALIBRATION_LEN)
-    feeds = calibration_feeds(loaded.tokenizer, io, "\n".join(req.calibration.texts),
+    tokenizer = loaded.tokenizer
+    if req.calibration_path is not None:
+        feeds = calibration_feeds(tokenizer, io, read_text(req.calibration_path),
+                                  CALIBRATION_SEQUENCES, length)
+        return QuantContext(calibration=tuple(feeds)), req.calibration_path.name
+    if len(text_tokens(tokenizer, eval_text, scored_tokens + length)) >= scored_tokens + length:
+        feeds = calibration_feeds(tokenizer, io, eval_text, CALIBRATION_SEQUENCES, length,
+                                  skip_tokens=scored_tokens)
+        return QuantContext(calibration=tuple(feeds)), f"eval text after token {scored_tokens}"
+    feeds = calibration_feeds(tokenizer, io, "\n".join(req.calibration.texts),
                               CALIBRATION_SEQUENCES, length)
-    return QuantContext(calibration=tuple(feeds))
+    return QuantContext(calibration=tuple(feeds)), req.calibration.source
 
 
 def _bench_tokens(tokenizer: Any, text: str, io: DecoderIO, seq_len: int,

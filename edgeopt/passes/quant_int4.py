@@ -1,14 +1,25 @@
-"""Weight-only INT4: block-wise MatMulNBits for MatMuls, GatherBlockQuantized for embeddings."""
+"""Weight-only INT4: block-wise MatMulNBits for MatMuls, GatherBlockQuantized for embeddings.
+
+Symmetric round-to-nearest and GPTQ go through edgeopt's own writer
+(:mod:`edgeopt.passes.quant_nbits`), which also keeps named MatMuls at 8 bits and stores
+a tied word table once; HQQ and asymmetric grids go through onnxruntime's quantizer.
+Embedding tables the writer did not share are quantized to 4 bits by onnxruntime.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from edgeopt.artifact import OnnxArtifact, PassRecord
-from edgeopt.errors import RecipeError
 from edgeopt.passes.gemm_to_matmul import gemm_to_matmul
+from edgeopt.passes.quant_nbits import write_nbits
 from edgeopt.passes.quantize import QuantContext, quantized_op_counts, register_quantizer
 from edgeopt.recipe import WeightOnlyInt4Config
+
+# Gather tables are [vocab, hidden]: blocks run along the hidden axis (1); MatMul
+# weights are [in, out]: blocks run along the input axis (0).
+_AXES = (("MatMul", 0), ("Gather", 1))
 
 
 @register_quantizer(WeightOnlyInt4Config)
@@ -18,41 +29,41 @@ def quantize_weight_only_int4(
 ) -> OnnxArtifact:
     """Block-wise INT4 MatMul weights (MatMulNBits) and embeddings (GatherBlockQuantized)."""
     import onnx
-    from onnxruntime.quantization import matmul_nbits_quantizer as mnb
 
-    op_types: tuple[str, ...] = ("MatMul", "Gather") if config.quantize_embeddings else ("MatMul",)
-    # Gather tables are [vocab, hidden]: blocks run along the hidden axis (1); MatMul
-    # weights are [in, out]: blocks run along the input axis (0).
-    axes = (("MatMul", 0), ("Gather", 1))
-    if config.algorithm == "hqq":
-        algo = mnb.HQQWeightOnlyQuantConfig(
-            block_size=config.block_size, bits=4, op_types_to_quantize=op_types, quant_axes=axes
-        )
-    elif config.algorithm == "rtn":
-        algo = mnb.DefaultWeightOnlyQuantConfig(
-            block_size=config.block_size,
-            is_symmetric=config.symmetric,
-            accuracy_level=config.accuracy_level,
-            op_types_to_quantize=op_types,
-            quant_axes=axes,
-        )
-    else:
-        raise RecipeError(f"quantize.algorithm {config.algorithm!r} needs calibration data and "
-                          "is available for decoders only")
     model = onnx.load(str(artifact.path))
     record.notes["gemm_rewritten"] = gemm_to_matmul(model)
-    quantizer = mnb.MatMulNBitsQuantizer(
-        model,
-        block_size=config.block_size,
-        is_symmetric=config.symmetric,
-        accuracy_level=config.accuracy_level,
-        nodes_to_exclude=list(config.int8_nodes),
-        op_types_to_quantize=op_types,
-        quant_axes=axes,
-        algo_config=algo,
-    )
-    quantizer.process()
     out = workdir / "quantized.onnx"
-    quantizer.model.save_model_to_file(str(out), use_external_data_format=False)
+    if config.native:
+        source = artifact.path
+        if record.notes["gemm_rewritten"]:
+            # Calibration runs the graph the writer rewrites, so its MatMul inputs exist.
+            source = workdir / "matmuls.onnx"
+            onnx.save(model, str(source))
+        record.notes |= write_nbits(source, model, config, context.calibration, out)
+        if config.quantize_embeddings:
+            model = _ort_quantized(onnx.load(str(out)), config, ("Gather",))
+            model.save_model_to_file(str(out), use_external_data_format=False)
+    else:
+        op_types = ("MatMul", "Gather") if config.quantize_embeddings else ("MatMul",)
+        _ort_quantized(model, config, op_types).save_model_to_file(str(out), use_external_data_format=False)
     record.notes["quantized_ops"] = quantized_op_counts(out)
     return OnnxArtifact(out)
+
+
+def _ort_quantized(model: Any, config: WeightOnlyInt4Config, op_types: tuple[str, ...]) -> Any:
+    """onnxruntime's MatMulNBits quantizer over ``op_types`` (its ONNXModel wrapper)."""
+    from onnxruntime.quantization import matmul_nbits_quantizer as mnb
+
+    if config.algorithm == "hqq":
+        algo = mnb.HQQWeightOnlyQuantConfig(block_size=config.block_size, bits=4,
+                                            op_types_to_quantize=op_types, quant_axes=_AXES)
+    else:
+        algo = mnb.DefaultWeightOnlyQuantConfig(
+            block_size=config.block_size, is_symmetric=config.symmetric,
+            accuracy_level=config.accuracy_level, op_types_to_quantize=op_types, quant_axes=_AXES)
+    quantizer = mnb.MatMulNBitsQuantizer(
+        model, block_size=config.block_size, is_symmetric=config.symmetric,
+        accuracy_level=config.accuracy_level, op_types_to_quantize=op_types, quant_axes=_AXES,
+        algo_config=algo)
+    quantizer.process()
+    return quantizer.model

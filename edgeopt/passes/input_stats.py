@@ -1,0 +1,66 @@
+"""Second moments of MatMul inputs on real data: the ``X^T X`` blocks that data-aware
+weight quantization weighs its rounding errors by.
+
+The float graph runs on the calibration feeds with the chosen activations exposed as
+extra outputs. Only the diagonal ``block x block`` pieces of ``X^T X`` are kept: block
+quantization never mixes columns across blocks, and the full ``K x K`` matrices would
+cost ``K / block`` times more to accumulate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeopt.errors import DataError
+
+
+def block_second_moments(model_path: Path, tensors: dict[str, int],
+                         feeds: Sequence[dict[str, np.ndarray]],
+                         threads: int = 0) -> dict[str, np.ndarray]:
+    """``{tensor: [K / block, block, block]}`` = mean over rows of ``x x^T`` per block,
+    for each float activation ``tensor`` (last axis K, zero-padded to the block) of the
+    graph at ``model_path``, over every row of every feed."""
+    import onnx
+    import onnxruntime as ort
+
+    if not feeds:
+        raise DataError("data-aware quantization needs calibration rows; pass --calibration-data "
+                        "FILE or eval data")
+    model = onnx.load(str(model_path))
+    declared = {o.name for o in model.graph.output}
+    for name in tensors:
+        if name not in declared:
+            model.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    # The exposed tensors must keep their float-graph meaning: no fusions across them.
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    session = ort.InferenceSession(model.SerializeToString(), options,
+                                   providers=["CPUExecutionProvider"])
+    inputs = {i.name for i in session.get_inputs()}
+    names = list(tensors)
+    sums: dict[str, np.ndarray] = {}
+    rows = dict.fromkeys(names, 0)
+    for feed in feeds:
+        values = session.run(names, {k: v for k, v in feed.items() if k in inputs})
+        for name, value in zip(names, values, strict=True):
+            block = tensors[name]
+            x = np.asarray(value, dtype=np.float32).reshape(-1, value.shape[-1])
+            pad = (-x.shape[1]) % block
+            x = np.pad(x, ((0, 0), (0, pad))) if pad else x
+            xb = x.reshape(x.shape[0], -1, block).transpose(1, 0, 2)  # [nb, rows, block]
+            # float32 products per feed (batched BLAS), float64 running sum across feeds.
+            part = np.matmul(xb.transpose(0, 2, 1), xb).astype(np.float64)
+            sums[name] = part if name not in sums else sums[name] + part
+            rows[name] += x.shape[0]
+    return {name: sums[name] / max(rows[name], 1) for name in names}
+
+
+def weight_inputs(model: Any, nodes: Sequence[str]) -> dict[str, str]:
+    """``{node name: its activation input}`` for the named MatMul nodes of ``model``."""
+    wanted = set(nodes)
+    return {n.name: n.input[0] for n in model.graph.node if n.name in wanted}

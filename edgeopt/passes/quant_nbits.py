@@ -1,0 +1,162 @@
+"""edgeopt's own MatMulNBits writer: symmetric 4-bit weights (round to nearest, or GPTQ
+with scales searched on calibration data), 8-bit weights for the MatMuls a recipe names,
+and a tied word table stored once.
+
+Every MatMul whose second input is a float initializer becomes ``MatMulNBits(x, B,
+scales)`` with the codes from :mod:`edgeopt.passes.blockquant`. 8-bit MatMuls take the
+largest block dividing K (no stored padding); 4-bit ones the recipe's block.
+
+A tied embedding and LM head (same table) are stored once when the head is 8-bit: the
+embedding becomes ``GatherBlockQuantized`` over the head's own ``B`` reshaped to
+``[vocab, hidden]``. Both read unsigned 8-bit codes with zero point 128 and one scale
+per (row, block), so the lookup sees exactly the head's quantized rows.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeopt.errors import DataError
+from edgeopt.passes.blockquant import block_for, pack, quantize_weight
+from edgeopt.passes.input_stats import block_second_moments
+from edgeopt.recipe import WeightOnlyInt4Config
+
+
+@dataclass(frozen=True)
+class WeightPlan:
+    """One weight MatMul and how it is quantized."""
+
+    node: str
+    weight: str
+    bits: int
+    block: int
+    data_aware: bool
+
+
+def plan_weights(model: Any, config: WeightOnlyInt4Config) -> list[WeightPlan]:
+    """Which MatMuls become MatMulNBits, at how many bits and which block."""
+    from onnx import numpy_helper
+
+    inits = {t.name: t for t in model.graph.initializer}
+    plans = []
+    for node in model.graph.node:
+        if node.op_type != "MatMul" or node.input[1] not in inits:
+            continue
+        init = inits[node.input[1]]
+        if len(init.dims) != 2 or numpy_helper.to_array(init).dtype != np.float32:
+            continue
+        k = int(init.dims[0])
+        if is_int8_node(node.name, config.int8_nodes):
+            plans.append(WeightPlan(node.name, node.input[1], 8, block_for(k), False))
+        else:
+            plans.append(WeightPlan(node.name, node.input[1], 4, config.block_size,
+                                    config.algorithm == "gptq"))
+    return plans
+
+
+def is_int8_node(name: str, patterns: tuple[str, ...]) -> bool:
+    """Whether ``name`` is one of ``patterns`` (exact names or shell-style patterns)."""
+    return any(name == p or fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def write_nbits(source: Path, model: Any, config: WeightOnlyInt4Config,
+                calibration: tuple[dict[str, np.ndarray], ...], out: Path) -> dict[str, Any]:
+    """Quantize ``model`` (loaded from ``source``) in place per ``config`` and save it to
+    ``out``; returns notes for the pass record (bits per node, what was shared)."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    plans = plan_weights(model, config)
+    inputs = {n.name: n.input[0] for n in graph.node if n.input}
+    moments: dict[str, np.ndarray] = {}
+    aware = [p for p in plans if p.data_aware]
+    if aware:
+        if not calibration:
+            raise DataError("quantize.algorithm gptq needs calibration rows; pass "
+                            "--calibration-data FILE or eval data")
+        wanted = {inputs[p.node]: p.block for p in aware}
+        moments = block_second_moments(source, wanted, calibration)
+    inits = {t.name: t for t in graph.initializer}
+    nodes = {n.name: n for n in graph.node}
+    written: dict[str, tuple[str, str, WeightPlan, int, int]] = {}
+    for plan in plans:
+        node = nodes[plan.node]
+        b = numpy_helper.to_array(inits[plan.weight])  # [K, N]
+        k, n = b.shape
+        q, scales = quantize_weight(np.ascontiguousarray(b.T), plan.bits, plan.block,
+                                    moments[inputs[plan.node]] if plan.data_aware else None)
+        stem = plan.node.replace("/", "_")
+        data, scale_name = f"{stem}.B{plan.bits}", f"{stem}.scales"
+        graph.initializer.extend([numpy_helper.from_array(pack(q, plan.bits), data),
+                                  numpy_helper.from_array(scales, scale_name)])
+        attrs: dict[str, Any] = {"K": k, "N": n, "bits": plan.bits, "block_size": plan.block,
+                                 "accuracy_level": config.accuracy_level}
+        node.CopyFrom(helper.make_node("MatMulNBits", [node.input[0], data, scale_name],
+                                       list(node.output), name=f"{plan.node}NBits",
+                                       domain="com.microsoft", **attrs))
+        written[plan.weight] = (data, scale_name, plan, k, n)
+    shared = _share_tied_table(graph, inits, written) if config.share_embedding else []
+    _drop_unused(graph)
+    if not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    import onnx
+
+    onnx.save(model, str(out))
+    bits = {p.node: p.bits for p in plans}
+    return {"bits": {"4": sum(v == 4 for v in bits.values()), "8": sum(v == 8 for v in bits.values())},
+            "int8_nodes": sorted(k for k, v in bits.items() if v == 8),
+            "data_aware_nodes": len(aware),
+            "calibration_feeds": len(calibration) if aware else 0,
+            "shared_embedding": shared}
+
+
+def _share_tied_table(graph: Any, inits: dict[str, Any], written: dict[str, tuple]) -> list[str]:
+    """Point each Gather over a table whose transpose an 8-bit head now holds at the
+    head's codes; returns the Gathers rewritten."""
+    from onnx import helper, numpy_helper
+
+    heads = {}
+    for weight, (data, scales, plan, k, n) in written.items():
+        if plan.bits == 8 and k % plan.block == 0:
+            heads[weight] = (data, scales, plan.block, k, n)
+    shared = []
+    for index, node in enumerate(list(graph.node)):
+        if node.op_type != "Gather" or node.input[0] not in inits:
+            continue
+        table = numpy_helper.to_array(inits[node.input[0]])
+        if table.ndim != 2:
+            continue
+        match = next((w for w in heads if _is_transpose(table, numpy_helper.to_array(inits[w]))), None)
+        if match is None:
+            continue
+        data, scales, block, k, n = heads[match]
+        shape_name, rows = f"{data}.rows_shape", f"{data}.rows"
+        if shape_name not in inits:
+            inits[shape_name] = numpy_helper.from_array(np.array([n, k], np.int64), shape_name)
+            graph.initializer.append(inits[shape_name])
+        reshape = helper.make_node("Reshape", [data, shape_name], [rows], name=f"{node.name}/SharedRows")
+        lookup = helper.make_node("GatherBlockQuantized", [rows, node.input[1], scales], list(node.output),
+                                  name=f"{node.name}/SharedBlockQuantized", domain="com.microsoft",
+                                  gather_axis=0, quantize_axis=1, block_size=block, bits=8)
+        at = list(graph.node).index(node)
+        graph.node.remove(node)
+        graph.node.insert(at, lookup)
+        graph.node.insert(at, reshape)
+        shared.append(node.name or f"Gather#{index}")
+    return shared
+
+
+def _is_transpose(table: np.ndarray, weight: np.ndarray) -> bool:
+    return table.shape == weight.shape[::-1] and np.array_equal(table, weight.T)
+
+
+def _drop_unused(graph: Any) -> None:
+    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    keep = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
