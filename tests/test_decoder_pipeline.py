@@ -116,3 +116,18 @@ def test_gptq_calibrates_on_text_the_perplexity_never_scores(tiny_llama_lm, tmp_
                              calibration_data=own, decoder_eval=SMALL_EVAL)
     notes = next(p["notes"] for p in report.passes if p["name"] == "quantize")
     assert notes["calibration"] == "calib.txt"
+
+
+def test_x86_int8_compiles_a_decoder_with_int8_projections(tiny_llama_lm, tmp_path):
+    import dataclasses
+
+    from edgeopt.targets import load_target
+
+    recipe = dataclasses.replace(load_target("x86-int8"), bench=BenchConfig(
+        seq_len=16, decode_tokens=4, warmup=1, repeats=3, torch_baseline=False))
+    report = edgeopt.compile(str(tiny_llama_lm), recipe=recipe, out=tmp_path / "b",
+                             decoder_eval=SMALL_EVAL, fail_on_parity=False)
+    counts = op_counts(tmp_path / "b" / "model.onnx")
+    # Every weight MatMul (7 per layer and the head) reads INT8 weights.
+    assert counts.get("MatMulInteger", 0) + counts.get("DynamicQuantizeMatMul", 0) >= 15
+    assert report.parity["metrics"]["perplexity_ratio"] < 1.05

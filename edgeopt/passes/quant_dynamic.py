@@ -24,10 +24,11 @@ def dynamic_candidates(model: Any, config: DynamicInt8Config) -> list[Candidate]
     ops = {"MatMul", "Attention"} | ({"Gather", "EmbedLayerNormalization"}
                                      if config.quantize_embeddings else set())
     units = []
+    skip = set(config.exclude) | standard_attention(copy)
     for node in copy.graph.node:
         weights = [x for x in node.input[1:2] if x in inits] if node.op_type == "MatMul" else [
             x for x in node.input if x in inits]
-        if node.op_type not in ops or node.name in config.exclude or not weights:
+        if node.op_type not in ops or node.name in skip or not weights:
             continue
         acts = [x for x in node.input if x and x not in inits]
         out = node.output[0].removesuffix("_matmul")  # a rewritten Gemm's MatMul
@@ -48,7 +49,7 @@ def quantize_dynamic_int8(
         op_types += ["Gather", "EmbedLayerNormalization"]
     model = onnx.load(str(artifact.path))
     record.notes["gemm_rewritten"] = gemm_to_matmul(model)
-    exclude = list(config.exclude)
+    exclude = list(config.exclude) + sorted(standard_attention(model))
     if config.outlier_threshold is not None:
         split = split_outliers(model, artifact.path, list(context.calibration),
                                config.outlier_threshold, config.outlier_max_channels)
@@ -67,6 +68,14 @@ def quantize_dynamic_int8(
             _run(onnx.load(str(reference)), out, config, op_types, exclude + list(weak))
     record.notes["quantized_ops"] = quantized_op_counts(out)
     return OnnxArtifact(out)
+
+
+def standard_attention(model: Any) -> set[str]:
+    """ONNX's own Attention nodes (opset 23). onnxruntime's dynamic quantizer matches
+    "Attention" by op type alone and would rewrite them as its contrib QAttention, which
+    takes other inputs and attributes; they carry no weights, so they stay float."""
+    return {n.name for n in model.graph.node
+            if n.op_type == "Attention" and n.domain in ("", "ai.onnx")}
 
 
 def _run(model: object, out: Path, config: DynamicInt8Config, op_types: list[str],
