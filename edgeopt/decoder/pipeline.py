@@ -66,8 +66,8 @@ def compile_decoder(req: CompileRequest, journal: Journal,
             context, rec.notes["calibration"] = _calibration(loaded, io, req, text,
                                                              eval_config.max_tokens)
             rec.notes["calibration_sequences"] = len(context.calibration)
-            final = quantize(_quantizable(exported, recipe.quantize, work, rec), recipe.quantize,
-                             work, rec, context)
+            config = recipe.quantize_for("text-generation")
+            final = quantize(_quantizable(exported, config, work, rec), config, work, rec, context)
             rec.finish(exported, final)
         with journal.stage("validate", {"max_tokens": eval_config.max_tokens,
                                         "window": eval_config.window}) as rec:

@@ -51,11 +51,11 @@ def plan_weights(model: Any, config: WeightOnlyInt4Config) -> list[WeightPlan]:
         if len(init.dims) != 2 or numpy_helper.to_array(init).dtype != np.float32:
             continue
         k = int(init.dims[0])
-        if is_int8_node(node.name, config.int8_nodes):
-            plans.append(WeightPlan(node.name, node.input[1], 8, block_for(k), False))
+        aware = config.algorithm == "gptq"
+        if config.bits == 8 or is_int8_node(node.name, config.int8_nodes):
+            plans.append(WeightPlan(node.name, node.input[1], 8, block_for(k), aware and config.bits == 8))
         else:
-            plans.append(WeightPlan(node.name, node.input[1], 4, config.block_size,
-                                    config.algorithm == "gptq"))
+            plans.append(WeightPlan(node.name, node.input[1], 4, config.block_size, aware))
     return plans
 
 
