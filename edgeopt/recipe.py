@@ -132,7 +132,8 @@ class WeightOnlyInt4Config:
         _check(self.accuracy_level in (0, 1, 2, 3, 4), "quantize.accuracy_level must be 0..4")
         _check(self.algorithm in ("rtn", "hqq", "gptq"), "quantize.algorithm must be rtn|hqq|gptq")
         _check(self.bits in (4, 8), "quantize.bits must be 4 or 8")
-        _check(self.bits == 4 or self.native, "quantize.bits 8 needs symmetric: true and algorithm rtn or gptq")
+        _check(self.bits == 4 or self.native,
+               "quantize.bits 8 needs symmetric: true and algorithm rtn or gptq")
         _check(self.symmetric or self.algorithm != "gptq", "quantize.algorithm gptq needs symmetric: true")
         _check(self.native or not (self.int8_nodes or self.share_embedding),
                "quantize.int8_nodes and share_embedding need symmetric: true and algorithm rtn or gptq")
