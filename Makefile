@@ -20,6 +20,7 @@ install: $(VENV)/.installed
 
 demo: install
 	$(EDGEOPT) fetch minilm
+	mkdir -p out
 	$(EDGEOPT) compile minilm --target arm64-int8 -o out/minilm-arm64-int8 --force
 
 test: install
