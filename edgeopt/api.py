@@ -11,7 +11,8 @@ from edgeopt.artifact import Journal
 from edgeopt.bundle import check_output
 from edgeopt.errors import DataError, ParityError, RecipeError, UsageError
 from edgeopt.evaldata import EvalData, builtin_sentences, load_eval_data
-from edgeopt.recipe import AccuracyBudget, Recipe, load_recipe_file
+from edgeopt.recipe import AccuracyBudget, Recipe
+from edgeopt.recipe_yaml import load_recipe_file
 from edgeopt.report import Report
 from edgeopt.source import inspect_model
 from edgeopt.targets import load_target

@@ -3,16 +3,14 @@
 A recipe is what a target YAML file holds (``recipes/targets/*.yaml``) and what
 ``--recipe FILE`` reads. Every section is a frozen dataclass validated in
 ``__post_init__``; the quantization section picks one config type by ``method``.
-Serialized recipes carry ``version`` so a report can say exactly what ran.
+Serialized recipes carry ``version`` so a report can say exactly what ran. Reading them
+from YAML is :mod:`edgeopt.recipe_yaml`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
 from edgeopt.errors import RecipeError
@@ -20,7 +18,8 @@ from edgeopt.errors import RecipeError
 RECIPE_VERSION = 1
 
 
-def _check(cond: bool, message: str) -> None:
+def check(cond: bool, message: str) -> None:
+    """Raise :class:`RecipeError` with ``message`` unless ``cond`` holds."""
     if not cond:
         raise RecipeError(message)
 
@@ -34,8 +33,8 @@ class ExportConfig:
     trace_seq_len: int = 16
 
     def __post_init__(self) -> None:
-        _check(14 <= self.opset <= 23, f"export.opset must be 14..23, got {self.opset}")
-        _check(self.trace_seq_len >= 2, "export.trace_seq_len must be >= 2")
+        check(14 <= self.opset <= 23, f"export.opset must be 14..23, got {self.opset}")
+        check(self.trace_seq_len >= 2, "export.trace_seq_len must be >= 2")
 
 
 @dataclass(frozen=True)
@@ -57,7 +56,7 @@ class OptimizeConfig:
     parity_atol: float = 1e-3
 
     def __post_init__(self) -> None:
-        _check(self.parity_atol > 0, "optimize.parity_atol must be > 0")
+        check(self.parity_atol > 0, "optimize.parity_atol must be > 0")
 
 
 @dataclass(frozen=True)
@@ -88,10 +87,10 @@ class DynamicInt8Config:
     min_node_sqnr_db: float | None = None
 
     def __post_init__(self) -> None:
-        _check(self.weight_type in ("int8", "uint8"), "quantize.weight_type must be int8 or uint8")
-        _check(self.outlier_threshold is None or self.outlier_threshold > 1.0,
+        check(self.weight_type in ("int8", "uint8"), "quantize.weight_type must be int8 or uint8")
+        check(self.outlier_threshold is None or self.outlier_threshold > 1.0,
                "quantize.outlier_threshold must be > 1 (a multiple of the median channel)")
-        _check(self.outlier_max_channels >= 1, "quantize.outlier_max_channels must be >= 1")
+        check(self.outlier_max_channels >= 1, "quantize.outlier_max_channels must be >= 1")
 
     # What an accuracy budget does to a node it keeps: dynamic INT8 has no wider
     # activation type, so the node stays float.
@@ -125,17 +124,17 @@ class WeightOnlyInt4Config:
     share_embedding: bool = False
 
     def __post_init__(self) -> None:
-        _check(
+        check(
             self.block_size in (16, 32, 64, 128, 256),
             "quantize.block_size must be a power of two in 16..256",
         )
-        _check(self.accuracy_level in (0, 1, 2, 3, 4), "quantize.accuracy_level must be 0..4")
-        _check(self.algorithm in ("rtn", "hqq", "gptq"), "quantize.algorithm must be rtn|hqq|gptq")
-        _check(self.bits in (4, 8), "quantize.bits must be 4 or 8")
-        _check(self.bits == 4 or self.native,
+        check(self.accuracy_level in (0, 1, 2, 3, 4), "quantize.accuracy_level must be 0..4")
+        check(self.algorithm in ("rtn", "hqq", "gptq"), "quantize.algorithm must be rtn|hqq|gptq")
+        check(self.bits in (4, 8), "quantize.bits must be 4 or 8")
+        check(self.bits == 4 or self.native,
                "quantize.bits 8 needs symmetric: true and algorithm rtn or gptq")
-        _check(self.symmetric or self.algorithm != "gptq", "quantize.algorithm gptq needs symmetric: true")
-        _check(self.native or not (self.int8_nodes or self.share_embedding),
+        check(self.symmetric or self.algorithm != "gptq", "quantize.algorithm gptq needs symmetric: true")
+        check(self.native or not (self.int8_nodes or self.share_embedding),
                "quantize.int8_nodes and share_embedding need symmetric: true and algorithm rtn or gptq")
 
     @property
@@ -199,22 +198,22 @@ class StaticInt8Config:
     provider_rules: str = "none"
 
     def __post_init__(self) -> None:
-        _check(self.calibration in CALIBRATION_METHODS,
+        check(self.calibration in CALIBRATION_METHODS,
                f"quantize.calibration must be one of {', '.join(CALIBRATION_METHODS)}")
-        _check(90.0 <= self.percentile < 100.0, "quantize.percentile must be in [90, 100)")
-        _check(self.activation_type in ACTIVATION_TYPES,
+        check(90.0 <= self.percentile < 100.0, "quantize.percentile must be in [90, 100)")
+        check(self.activation_type in ACTIVATION_TYPES,
                f"quantize.activation_type must be one of {', '.join(ACTIVATION_TYPES)}")
-        _check(self.weight_type in ("int8", "uint8"), "quantize.weight_type must be int8 or uint8")
-        _check((self.fixed_batch is None) == (self.fixed_sequence is None),
+        check(self.weight_type in ("int8", "uint8"), "quantize.weight_type must be int8 or uint8")
+        check((self.fixed_batch is None) == (self.fixed_sequence is None),
                "quantize.fixed_batch and quantize.fixed_sequence go together (set both or neither)")
-        _check(self.fixed_batch is None or self.fixed_batch >= 1, "quantize.fixed_batch must be >= 1")
-        _check(self.fixed_sequence is None or self.fixed_sequence >= 2,
+        check(self.fixed_batch is None or self.fixed_batch >= 1, "quantize.fixed_batch must be >= 1")
+        check(self.fixed_sequence is None or self.fixed_sequence >= 2,
                "quantize.fixed_sequence must be >= 2")
-        _check(self.provider_rules in PROVIDER_RULES,
+        check(self.provider_rules in PROVIDER_RULES,
                f"quantize.provider_rules must be one of {', '.join(PROVIDER_RULES)}")
-        _check(self.outlier_threshold is None or self.outlier_threshold > 1.0,
+        check(self.outlier_threshold is None or self.outlier_threshold > 1.0,
                "quantize.outlier_threshold must be > 1 (a multiple of the median channel)")
-        _check(self.outlier_max_channels >= 1, "quantize.outlier_max_channels must be >= 1")
+        check(self.outlier_max_channels >= 1, "quantize.outlier_max_channels must be >= 1")
 
     @property
     def wide_activations(self) -> bool:
@@ -283,12 +282,12 @@ class Gates:
             v = getattr(self, f.name)
             if v is None:
                 continue
-            _check(isinstance(v, (int, float)), f"gates.{f.name} must be a number")
+            check(isinstance(v, (int, float)), f"gates.{f.name} must be a number")
             if f.name in ("min_label_agreement", "min_cosine_min", "min_cosine_mean",
                           "min_token_agreement", "min_prefill_cosine"):
-                _check(-1.0 <= v <= 1.0, f"gates.{f.name} must be within [-1, 1], got {v}")
+                check(-1.0 <= v <= 1.0, f"gates.{f.name} must be within [-1, 1], got {v}")
             if f.name in ("max_accuracy_drop", "max_abs_error"):
-                _check(v >= 0, f"gates.{f.name} must be >= 0, got {v}")
+                check(v >= 0, f"gates.{f.name} must be >= 0, got {v}")
 
 
 @dataclass(frozen=True)
@@ -304,25 +303,25 @@ class AccuracyBudget:
     min_agreement: float | None = None
 
     def __post_init__(self) -> None:
-        _check(self.max_accuracy_drop is not None or self.min_agreement is not None,
+        check(self.max_accuracy_drop is not None or self.min_agreement is not None,
                "an accuracy budget needs max_accuracy_drop or min_agreement")
-        _check(self.max_accuracy_drop is None or 0.0 <= self.max_accuracy_drop <= 1.0,
+        check(self.max_accuracy_drop is None or 0.0 <= self.max_accuracy_drop <= 1.0,
                f"max_accuracy_drop must be within [0, 1] (0.003 = 0.3 points), "
                f"got {self.max_accuracy_drop}")
-        _check(self.min_agreement is None or 0.0 < self.min_agreement <= 1.0,
+        check(self.min_agreement is None or 0.0 < self.min_agreement <= 1.0,
                f"min_agreement must be within (0, 1], got {self.min_agreement}")
 
     def gates(self, task: str) -> dict[str, float]:
         """The parity gates that say whether the budget holds for ``task``."""
         out: dict[str, float] = {}
         if self.max_accuracy_drop is not None:
-            _check(task == "text-classification",
+            check(task == "text-classification",
                    f"max_accuracy_drop needs a classifier; {task} models have no accuracy "
                    "(use min_agreement, the lowest cosine, for embeddings)")
             out["max_accuracy_drop"] = self.max_accuracy_drop
         if self.min_agreement is not None:
             key = "min_label_agreement" if task == "text-classification" else "min_cosine_min"
-            _check(task in ("text-classification", "feature-extraction"),
+            check(task in ("text-classification", "feature-extraction"),
                    f"accuracy budgets apply to classifiers and embedding models, not {task}")
             out[key] = self.min_agreement
         return out
@@ -360,9 +359,9 @@ class BenchConfig:
     decode_tokens: int = 64
 
     def __post_init__(self) -> None:
-        _check(self.seq_len >= 1 and self.batch >= 1, "bench.seq_len and bench.batch must be >= 1")
-        _check(self.threads >= 1, "bench.threads must be >= 1")
-        _check(self.warmup >= 0 and self.repeats >= 3, "bench needs warmup >= 0 and repeats >= 3")
+        check(self.seq_len >= 1 and self.batch >= 1, "bench.seq_len and bench.batch must be >= 1")
+        check(self.threads >= 1, "bench.threads must be >= 1")
+        check(self.warmup >= 0 and self.repeats >= 3, "bench needs warmup >= 0 and repeats >= 3")
 
 
 @dataclass(frozen=True)
@@ -382,8 +381,8 @@ class Recipe:
     decoder_quantize: QuantConfig | None = None
 
     def __post_init__(self) -> None:
-        _check(bool(self.name), "recipe.name must not be empty")
-        _check(self.version == RECIPE_VERSION, f"recipe version {self.version} is not supported "
+        check(bool(self.name), "recipe.name must not be empty")
+        check(self.version == RECIPE_VERSION, f"recipe version {self.version} is not supported "
                f"(this edgeopt reads version {RECIPE_VERSION})")
 
     def disabled_optimizers(self) -> tuple[str, ...]:
@@ -408,108 +407,3 @@ class Recipe:
     def with_gates(self, task: str, **overrides: float | None) -> Recipe:
         """Return a copy with some gates of ``task`` replaced (validated)."""
         return dataclasses.replace(self, gates=self.gates.override(task, **overrides))
-
-
-# --- parsing ---------------------------------------------------------------------------
-
-_SECTIONS: dict[str, type] = {
-    "export": ExportConfig,
-    "optimize": OptimizeConfig,
-    "bench": BenchConfig,
-}
-
-
-def _coerce(value: Any, annotation: Any, where: str) -> Any:
-    """Check ``value`` against a simple annotation; lists become tuples."""
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(annotation)
-        if value is None and type(None) in args:
-            return None
-        annotation = next(a for a in args if a is not type(None))
-        origin = typing.get_origin(annotation)
-    if origin is tuple:
-        _check(isinstance(value, (list, tuple)), f"{where} must be a list")
-        return tuple(_coerce(v, typing.get_args(annotation)[0], where) for v in value)
-    if annotation is bool:
-        _check(isinstance(value, bool), f"{where} must be true or false")
-    elif annotation is int:
-        _check(isinstance(value, int) and not isinstance(value, bool), f"{where} must be an integer")
-    elif annotation is float:
-        _check(
-            isinstance(value, (int, float)) and not isinstance(value, bool),
-            f"{where} must be a number",
-        )
-        value = float(value)
-    elif annotation is str:
-        _check(isinstance(value, str), f"{where} must be a string")
-    return value
-
-
-def _build(cls: type, data: Any, where: str) -> Any:
-    _check(isinstance(data, dict), f"{where} must be a mapping")
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
-    _check(not unknown, f"unknown key(s) in {where}: {', '.join(unknown)} "
-           f"(known: {', '.join(sorted(known))})")
-    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
-    return cls(**kwargs)
-
-
-def _build_gates(data: Any) -> TaskGates:
-    _check(isinstance(data, dict), "gates must be a mapping of task -> gates")
-    tasks = {f.name.replace("_", "-") for f in dataclasses.fields(TaskGates)}
-    unknown = sorted(set(data) - tasks)
-    _check(not unknown, f"unknown task(s) under gates: {', '.join(unknown)} "
-           f"(known: {', '.join(sorted(tasks))})")
-    return TaskGates(**{
-        task.replace("-", "_"): _build(Gates, values or {}, f"gates.{task}")
-        for task, values in data.items()
-    })
-
-
-def recipe_from_dict(data: Any, source: str = "recipe") -> Recipe:
-    """Build a validated :class:`Recipe` from parsed YAML; errors name ``source``."""
-    try:
-        _check(isinstance(data, dict), "a recipe must be a YAML mapping")
-        data = dict(data)
-        kwargs: dict[str, Any] = {}
-        for key in ("name", "description"):
-            _check(isinstance(data.get(key), str), f"'{key}' (a string) is required")
-            kwargs[key] = data.pop(key)
-        if "version" in data:
-            kwargs["version"] = _coerce(data.pop("version"), int, "version")
-        if "providers" in data:
-            kwargs["providers"] = _coerce(data.pop("providers"), tuple[str, ...], "providers")
-        for key, cls in _SECTIONS.items():
-            if key in data:
-                kwargs[key] = _build(cls, data.pop(key) or {}, key)
-        if "gates" in data:
-            kwargs["gates"] = _build_gates(data.pop("gates") or {})
-        for key in ("quantize", "decoder_quantize"):
-            if key in data:
-                q = dict(data.pop(key) or {})
-                method = q.pop("method", "none")
-                _check(method in QUANT_CONFIGS, f"unknown {key}.method {method!r} "
-                       f"(known: {', '.join(sorted(QUANT_CONFIGS))})")
-                kwargs[key] = _build(QUANT_CONFIGS[method], q, key)
-        _check(not data, f"unknown top-level key(s): {', '.join(sorted(data))}")
-        return Recipe(**kwargs)
-    except RecipeError as err:
-        raise RecipeError(f"{source}: {err}") from None
-
-
-def load_recipe_file(path: str | Path) -> Recipe:
-    """Read a recipe YAML file (what ``--recipe FILE`` passes)."""
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise RecipeError(f"recipe file {path} does not exist; pass a YAML file or use --target")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        first = str(err).splitlines()[0] if str(err) else "invalid YAML"
-        raise RecipeError(f"{path}: not valid YAML ({first})") from None
-    return recipe_from_dict(data, source=str(path))

@@ -6,7 +6,8 @@ from importlib import resources
 from pathlib import Path
 
 from edgeopt.errors import RecipeError
-from edgeopt.recipe import Recipe, load_recipe_file
+from edgeopt.recipe import Recipe
+from edgeopt.recipe_yaml import load_recipe_file
 
 
 def _targets_dir() -> Path:

@@ -5,13 +5,8 @@ from __future__ import annotations
 import pytest
 
 from edgeopt.errors import RecipeError
-from edgeopt.recipe import (
-    DynamicInt8Config,
-    NoQuantConfig,
-    WeightOnlyInt4Config,
-    load_recipe_file,
-    recipe_from_dict,
-)
+from edgeopt.recipe import DynamicInt8Config, NoQuantConfig, WeightOnlyInt4Config
+from edgeopt.recipe_yaml import load_recipe_file, recipe_from_dict
 from edgeopt.targets import describe_targets, load_target, target_names
 
 

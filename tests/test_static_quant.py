@@ -17,7 +17,8 @@ from helpers import fast_recipe, shared_path
 from edgeopt.artifact import OnnxArtifact, PassRecord
 from edgeopt.errors import RecipeError
 from edgeopt.passes.quantize import QuantContext, budget_candidates, quantize
-from edgeopt.recipe import StaticInt8Config, recipe_from_dict
+from edgeopt.recipe import StaticInt8Config
+from edgeopt.recipe_yaml import recipe_from_dict
 from edgeopt.runtime import conform_feeds, fixed_input_shape, make_session, run_one
 from edgeopt.targets import load_target
 

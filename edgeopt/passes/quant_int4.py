@@ -13,7 +13,7 @@ from typing import Any
 
 from edgeopt.artifact import OnnxArtifact, PassRecord
 from edgeopt.passes.gemm_to_matmul import gemm_to_matmul
-from edgeopt.passes.quant_nbits import write_nbits
+from edgeopt.passes.quant_nbits import float_tables, write_nbits
 from edgeopt.passes.quantize import QuantContext, quantized_op_counts, register_quantizer
 from edgeopt.recipe import WeightOnlyInt4Config
 
@@ -39,10 +39,12 @@ def quantize_weight_only_int4(
             # Calibration runs the graph the writer rewrites, so its MatMul inputs exist.
             source = workdir / "matmuls.onnx"
             onnx.save(model, str(source))
-        record.notes |= write_nbits(source, model, config, context.calibration, out)
-        if config.quantize_embeddings:
-            model = _ort_quantized(onnx.load(str(out)), config, ("Gather",))
-            model.save_model_to_file(str(out), use_external_data_format=False)
+        record.notes |= write_nbits(source, model, config, context.calibration)
+        if config.quantize_embeddings and float_tables(model):
+            _ort_quantized(model, config, ("Gather",)).save_model_to_file(
+                str(out), use_external_data_format=False)
+        else:
+            onnx.save(model, str(out))
     else:
         op_types = ("MatMul", "Gather") if config.quantize_embeddings else ("MatMul",)
         _ort_quantized(model, config, op_types).save_model_to_file(str(out), use_external_data_format=False)

@@ -26,6 +26,8 @@ from edgeopt.passes.blockquant import block_for, pack, quantize_weight
 from edgeopt.passes.input_stats import block_second_moments
 from edgeopt.recipe import WeightOnlyInt4Config
 
+_FLOAT = 1  # onnx.TensorProto.FLOAT, without importing onnx at module load
+
 
 @dataclass(frozen=True)
 class WeightPlan:
@@ -65,9 +67,9 @@ def is_int8_node(name: str, patterns: tuple[str, ...]) -> bool:
 
 
 def write_nbits(source: Path, model: Any, config: WeightOnlyInt4Config,
-                calibration: tuple[dict[str, np.ndarray], ...], out: Path) -> dict[str, Any]:
-    """Quantize ``model`` (loaded from ``source``) in place per ``config`` and save it to
-    ``out``; returns notes for the pass record (bits per node, what was shared)."""
+                calibration: tuple[dict[str, np.ndarray], ...]) -> dict[str, Any]:
+    """Quantize ``model`` (loaded from ``source``, which calibration runs) in place per
+    ``config``; returns notes for the pass record (bits per node, what was shared)."""
     from onnx import helper, numpy_helper
 
     graph = model.graph
@@ -104,9 +106,6 @@ def write_nbits(source: Path, model: Any, config: WeightOnlyInt4Config,
     _drop_unused(graph)
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
-    import onnx
-
-    onnx.save(model, str(out))
     bits = {p.node: p.bits for p in plans}
     return {"bits": {"4": sum(v == 4 for v in bits.values()), "8": sum(v == 8 for v in bits.values())},
             "int8_nodes": sorted(k for k, v in bits.items() if v == 8),
@@ -149,6 +148,13 @@ def _share_tied_table(graph: Any, inits: dict[str, Any], written: dict[str, tupl
         graph.node.insert(at, reshape)
         shared.append(node.name or f"Gather#{index}")
     return shared
+
+
+def float_tables(model: Any) -> list[str]:
+    """Gathers still reading a 2-D float initializer (word or position tables)."""
+    inits = {t.name: t for t in model.graph.initializer}
+    return [n.name for n in model.graph.node if n.op_type == "Gather" and n.input[0] in inits
+            and len(inits[n.input[0]].dims) == 2 and inits[n.input[0]].data_type == _FLOAT]
 
 
 def _is_transpose(table: np.ndarray, weight: np.ndarray) -> bool:

@@ -1,0 +1,124 @@
+"""Recipes from YAML: parse, check every key and type, build the frozen dataclasses of
+:mod:`edgeopt.recipe`. Errors name the file and the key."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+from edgeopt.errors import RecipeError
+from edgeopt.recipe import (
+    QUANT_CONFIGS,
+    BenchConfig,
+    ExportConfig,
+    Gates,
+    OptimizeConfig,
+    Recipe,
+    TaskGates,
+    check,
+)
+
+_SECTIONS: dict[str, type] = {
+    "export": ExportConfig,
+    "optimize": OptimizeConfig,
+    "bench": BenchConfig,
+}
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Check ``value`` against a simple annotation; lists become tuples."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(annotation)
+        if value is None and type(None) in args:
+            return None
+        annotation = next(a for a in args if a is not type(None))
+        origin = typing.get_origin(annotation)
+    if origin is tuple:
+        check(isinstance(value, (list, tuple)), f"{where} must be a list")
+        return tuple(_coerce(v, typing.get_args(annotation)[0], where) for v in value)
+    if annotation is bool:
+        check(isinstance(value, bool), f"{where} must be true or false")
+    elif annotation is int:
+        check(isinstance(value, int) and not isinstance(value, bool), f"{where} must be an integer")
+    elif annotation is float:
+        check(
+            isinstance(value, (int, float)) and not isinstance(value, bool),
+            f"{where} must be a number",
+        )
+        value = float(value)
+    elif annotation is str:
+        check(isinstance(value, str), f"{where} must be a string")
+    return value
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    check(isinstance(data, dict), f"{where} must be a mapping")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    check(not unknown, f"unknown key(s) in {where}: {', '.join(unknown)} "
+           f"(known: {', '.join(sorted(known))})")
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def _build_gates(data: Any) -> TaskGates:
+    check(isinstance(data, dict), "gates must be a mapping of task -> gates")
+    tasks = {f.name.replace("_", "-") for f in dataclasses.fields(TaskGates)}
+    unknown = sorted(set(data) - tasks)
+    check(not unknown, f"unknown task(s) under gates: {', '.join(unknown)} "
+           f"(known: {', '.join(sorted(tasks))})")
+    return TaskGates(**{
+        task.replace("-", "_"): _build(Gates, values or {}, f"gates.{task}")
+        for task, values in data.items()
+    })
+
+
+def recipe_from_dict(data: Any, source: str = "recipe") -> Recipe:
+    """Build a validated :class:`Recipe` from parsed YAML; errors name ``source``."""
+    try:
+        check(isinstance(data, dict), "a recipe must be a YAML mapping")
+        data = dict(data)
+        kwargs: dict[str, Any] = {}
+        for key in ("name", "description"):
+            check(isinstance(data.get(key), str), f"'{key}' (a string) is required")
+            kwargs[key] = data.pop(key)
+        if "version" in data:
+            kwargs["version"] = _coerce(data.pop("version"), int, "version")
+        if "providers" in data:
+            kwargs["providers"] = _coerce(data.pop("providers"), tuple[str, ...], "providers")
+        for key, cls in _SECTIONS.items():
+            if key in data:
+                kwargs[key] = _build(cls, data.pop(key) or {}, key)
+        if "gates" in data:
+            kwargs["gates"] = _build_gates(data.pop("gates") or {})
+        for key in ("quantize", "decoder_quantize"):
+            if key in data:
+                q = dict(data.pop(key) or {})
+                method = q.pop("method", "none")
+                check(method in QUANT_CONFIGS, f"unknown {key}.method {method!r} "
+                       f"(known: {', '.join(sorted(QUANT_CONFIGS))})")
+                kwargs[key] = _build(QUANT_CONFIGS[method], q, key)
+        check(not data, f"unknown top-level key(s): {', '.join(sorted(data))}")
+        return Recipe(**kwargs)
+    except RecipeError as err:
+        raise RecipeError(f"{source}: {err}") from None
+
+
+def load_recipe_file(path: str | Path) -> Recipe:
+    """Read a recipe YAML file (what ``--recipe FILE`` passes)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe file {path} does not exist; pass a YAML file or use --target")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        first = str(err).splitlines()[0] if str(err) else "invalid YAML"
+        raise RecipeError(f"{path}: not valid YAML ({first})") from None
+    return recipe_from_dict(data, source=str(path))
