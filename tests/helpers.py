@@ -28,3 +28,13 @@ def shared_path(rel: str) -> Path:
         pytest.skip(f"needs ../shared/{rel} (real data and weights; CI has it, a fresh clone "
                     "does not)")
     return path
+
+
+def nbits_projections(path) -> dict[str, int]:
+    """``{projection node name: bits}`` over a graph's MatMulNBits, merged nodes split into
+    their members (``a/MatMulNBits+b/MatMulNBits``)."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    return {member: onnx.helper.get_attribute_value(next(a for a in n.attribute if a.name == "bits"))
+            for n in graph.node if n.op_type == "MatMulNBits" for member in n.name.split("+")}

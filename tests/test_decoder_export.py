@@ -87,3 +87,49 @@ def test_tied_embedding_is_stored_once(fixture, request):
                           if t.data_type == onnx.TensorProto.FLOAT)
     param_bytes = 4 * sum(p.numel() for p in loaded.model.parameters())  # tied counted once
     assert float_bytes < param_bytes + 16_384  # + small constants (rotary, masks)
+
+
+@pytest.mark.parametrize("fixture", MODELS)
+def test_attention_takes_the_cache_and_grouped_heads_itself(fixture, request):
+    """Every Attention reads the 3-D projections and the past directly: no per-head
+    Transpose/Reshape, no repeat_kv Expand, no cache Concat left in the graph."""
+    path, io, loaded = request.getfixturevalue(fixture)
+    nodes = onnx.load(str(path)).graph.node
+    attention = [n for n in nodes if n.op_type == "Attention"]
+    assert len(attention) == io.num_layers
+    heads = loaded.model.config.num_attention_heads
+    for node in attention:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        assert attrs["q_num_heads"] == heads and attrs["kv_num_heads"] == io.num_kv_heads
+        layer = node_layer(node)
+        assert list(node.input[4:]) == [f"past_key_values.{layer}.{k}" for k in ("key", "value")]
+        assert list(node.output[1:]) == [f"present.{layer}.{k}" for k in ("key", "value")]
+    assert not [n for n in nodes if n.op_type == "Expand"]
+    per_head = [n for n in nodes if n.op_type == "Transpose"
+                and [onnx.helper.get_attribute_value(a) for a in n.attribute] == [[0, 2, 1, 3]]]
+    assert not per_head
+    assert not [n for n in nodes if n.op_type == "Concat" and n.input[0].startswith("past_key_values")]
+
+
+def node_layer(node) -> int:
+    """The layer an Attention node serves, from the past it reads."""
+    return int(node.input[4].split(".")[1])
+
+
+def test_a_fold_that_changes_outputs_is_reverted(tiny_llama_lm, tmp_path, monkeypatch):
+    """The export checks the folded graph on its example feeds and keeps the plain one
+    when they differ (here: a fold told the wrong number of query heads)."""
+    from transformers import AutoModelForCausalLM
+
+    from edgeopt.decoder import export
+    from edgeopt.recipe import ExportConfig
+    from edgeopt.tasks import LoadedModel
+
+    real = export.fold_attention
+    monkeypatch.setattr(export, "fold_attention", lambda model, heads, kv: real(model, 2 * heads, kv))
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_lm).eval()
+    notes: dict = {}
+    path = export.export_decoder(LoadedModel(model, None), ExportConfig(), tmp_path, notes)[0].path
+    assert notes["attention_folded"]["reverted"]
+    # The plain export: repeat_kv expands K and V in both layers.
+    assert sum(n.op_type == "Expand" for n in onnx.load(str(path)).graph.node) == 4

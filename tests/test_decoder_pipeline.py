@@ -9,6 +9,7 @@ import json
 import onnx
 import pytest
 from click.testing import CliRunner
+from helpers import nbits_projections
 
 import edgeopt
 from edgeopt.bundle import read_manifest
@@ -52,7 +53,7 @@ def test_bundle_manifest_names_every_cache_input_and_output(int4_bundle):
     assert graph_outputs == [o["name"] for o in manifest["decoder"]["outputs"]] == io.output_names
     assert "past_key_values.1.value" in graph_inputs and "present.1.value" in graph_outputs
     assert {"model.onnx", "tokenizer.json", "report.json"} <= set(manifest["files"])
-    assert op_counts(out / "model.onnx")["MatMulNBits"] == 15
+    assert len(nbits_projections(out / "model.onnx")) == 15  # 7 per layer + lm_head
 
 
 def test_report_has_decoder_metrics_and_throughput(int4_bundle):
@@ -129,11 +130,11 @@ def test_x86_int8_gives_a_decoder_8_bit_weights_and_one_shared_table(tiny_llama_
     report = edgeopt.compile(str(tiny_llama_lm), recipe=recipe, out=tmp_path / "b",
                              decoder_eval=SMALL_EVAL, fail_on_parity=False)
     graph = onnx.load(str(tmp_path / "b" / "model.onnx")).graph
-    nbits = [n for n in graph.node if n.op_type == "MatMulNBits"]
+    bits = nbits_projections(tmp_path / "b" / "model.onnx")
     # Every weight MatMul (7 per layer and the head) is 8-bit weight-only, not dynamic INT8
     # (decoder_quantize), and the tied word table is the head's codes.
-    assert len(nbits) == 15 and op_counts(tmp_path / "b" / "model.onnx").get("MatMulInteger", 0) == 0
-    assert {onnx.helper.get_attribute_value(a) for n in nbits for a in n.attribute if a.name == "bits"} == {8}
+    assert len(bits) == 15 and op_counts(tmp_path / "b" / "model.onnx").get("MatMulInteger", 0) == 0
+    assert set(bits.values()) == {8}
     assert [n.op_type for n in graph.node].count("GatherBlockQuantized") == 1
     assert report.parity["metrics"]["perplexity_ratio"] < 1.01
     assert report.to_dict()["recipe"]["decoder_quantize"]["bits"] == 8

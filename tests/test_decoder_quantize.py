@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+from helpers import nbits_projections
 
 from edgeopt.artifact import OnnxArtifact, PassRecord
 from edgeopt.decoder.generate import OnnxCausalLM
@@ -31,7 +32,10 @@ def test_int4_covers_every_projection_and_the_lm_head(fixture, projections, tabl
     path, io, loaded = request.getfixturevalue(fixture)
     quantized, record = _int4(path, tmp_path)
     counts = op_counts(quantized.path)
-    assert counts["MatMulNBits"] == projections * io.num_layers + 1  # + lm_head
+    members = nbits_projections(quantized.path)
+    assert len(members) == projections * io.num_layers + 1  # + lm_head
+    if fixture == "tiny_llama_onnx":  # q/k/v and gate/up read one input: one kernel each
+        assert counts["MatMulNBits"] == 4 * io.num_layers + 1 and counts["Split"] == 2 * io.num_layers
     assert counts["GatherBlockQuantized"] == tables
     assert counts.get("Gemm", 0) == 0
     assert float_weight_matmuls(quantized.path) == []
@@ -82,8 +86,7 @@ def test_gptq_keeps_named_projections_at_8_bits_and_stores_a_tied_table_once(tin
                                   int8_nodes=("lm_head*", "*mlp.down_proj*", "*mlp.up_proj*"))
     quantized = quantize(untied, config, tmp_path, record, QuantContext(calibration=_calibration(io)))
     graph = onnx.load(str(quantized.path)).graph
-    bits = {n.name: onnx.helper.get_attribute_value(next(a for a in n.attribute if a.name == "bits"))
-            for n in graph.node if n.op_type == "MatMulNBits"}
+    bits = nbits_projections(quantized.path)
     eights = {name for name, b in bits.items() if b == 8}
     # up_proj (8-bit) shares its input with gate_proj (4-bit, data-aware).
     mlp = {f"model.layers.{i}.mlp.{p}/MatMulNBits"
@@ -114,3 +117,18 @@ def test_gptq_without_calibration_rows_is_a_data_error(tiny_llama_onnx, tmp_path
     record = PassRecord("quantize", {})
     with pytest.raises(DataError, match="calibration"):
         quantize(OnnxArtifact(path), WeightOnlyInt4Config(algorithm="gptq"), tmp_path, record)
+
+
+def test_merged_projections_give_the_same_logits_bit_for_bit(tiny_llama_onnx, tmp_path, monkeypatch):
+    from edgeopt.passes import quant_nbits
+
+    path, io, _ = tiny_llama_onnx
+    (tmp_path / "merged").mkdir()
+    (tmp_path / "separate").mkdir()
+    merged = _int4(path, tmp_path / "merged")[0]
+    monkeypatch.setattr(quant_nbits, "fuse_siblings", lambda graph: [])
+    separate = _int4(path, tmp_path / "separate")[0]
+    assert op_counts(merged.path)["MatMulNBits"] < op_counts(separate.path)["MatMulNBits"]
+    ids = np.arange(3, 19, dtype=np.int64)[None]
+    np.testing.assert_array_equal(OnnxCausalLM.from_file(merged.path, io, threads=1).logits(ids),
+                                  OnnxCausalLM.from_file(separate.path, io, threads=1).logits(ids))

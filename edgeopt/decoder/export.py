@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeopt.artifact import OnnxArtifact
+from edgeopt.decoder.attention import fold_attention, same_outputs
 from edgeopt.decoder.io import DecoderIO, decoder_io
 from edgeopt.errors import ModelError
 from edgeopt.recipe import ExportConfig
@@ -34,9 +35,10 @@ MAX_INLINE_BYTES = 2**31 - 2**26
 _SCOPES = "pkg.torch.onnx.name_scopes"
 
 
-def export_decoder(loaded: LoadedModel, config: ExportConfig,
-                   workdir: Path) -> tuple[OnnxArtifact, DecoderIO]:
-    """Export ``loaded.model`` to ``workdir/exported.onnx``; returns the graph and its io."""
+def export_decoder(loaded: LoadedModel, config: ExportConfig, workdir: Path,
+                   notes: dict[str, Any] | None = None) -> tuple[OnnxArtifact, DecoderIO]:
+    """Export ``loaded.model`` to ``workdir/exported.onnx``; returns the graph and its io.
+    ``notes``, when given, receives what the graph clean-up did."""
     import torch
 
     model = loaded.model
@@ -67,7 +69,10 @@ def export_decoder(loaded: LoadedModel, config: ExportConfig,
     finally:
         for log, level in zip(loggers, previous, strict=True):
             log.setLevel(level)
-    _finish_graph(out, io)
+    heads = int(model.config.get_text_config(decoder=True).num_attention_heads)
+    folded = _finish_graph(out, io, heads, tuple(a.numpy() for a in args))
+    if notes is not None:
+        notes["attention_folded"] = folded
     return OnnxArtifact(out), io
 
 
@@ -150,8 +155,10 @@ def _example_inputs(io: DecoderIO, seq_len: int) -> tuple[tuple[Any, ...], tuple
     return (ids, mask, pos, *past), shapes
 
 
-def _finish_graph(path: Path, io: DecoderIO) -> None:
-    """Name the dynamic axes as the io says and the projections after their modules."""
+def _finish_graph(path: Path, io: DecoderIO, heads: int, example: tuple[Any, ...]) -> dict[str, Any]:
+    """Name the dynamic axes as the io says and the projections after their modules, and
+    fold the attention plumbing into ONNX Attention when the result matches the export
+    on ``example`` feeds; returns what was folded."""
     import onnx
 
     model = onnx.load(str(path))
@@ -166,7 +173,16 @@ def _finish_graph(path: Path, io: DecoderIO) -> None:
                 dim.dim_value = want
     del graph.value_info[:]  # the exporter's s-symbols on intermediates would contradict the names
     name_projections(model)
+    exported = model.SerializeToString()
+    folded = fold_attention(model, heads, io.num_kv_heads)
+    notes: dict[str, Any] = {"grouped_kv": folded.grouped_kv, "three_d": folded.three_d}
+    feeds = dict(zip(io.input_names, example, strict=True))
+    if (folded.grouped_kv or folded.three_d) and not same_outputs(exported, model.SerializeToString(), feeds):
+        # A pattern matched where it should not have: ship the plain export.
+        model = onnx.load_from_string(exported)
+        notes = {"grouped_kv": 0, "three_d": 0, "reverted": "outputs differed from the export"}
     onnx.save(model, str(path))
+    return notes
 
 
 def name_projections(model: Any) -> int:

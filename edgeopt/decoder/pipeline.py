@@ -58,7 +58,7 @@ def compile_decoder(req: CompileRequest, journal: Journal,
             loaded = load_torch(req.src, trust_remote_code=req.trust_remote_code)
             rec.notes["class"] = type(loaded.model).__name__
         with journal.stage("export", {"opset": max(recipe.export.opset, MIN_OPSET)}) as rec:
-            exported, io = export_decoder(loaded, recipe.export, work)
+            exported, io = export_decoder(loaded, recipe.export, work, rec.notes)
             rec.finish(None, exported)
             rec.notes |= {"layers": io.num_layers, "kv_heads": io.num_kv_heads,
                           "head_dim": io.head_dim}

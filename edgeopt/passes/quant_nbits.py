@@ -1,6 +1,7 @@
 """edgeopt's own MatMulNBits writer: symmetric 4-bit weights (round to nearest, or GPTQ
 with scales searched on calibration data), 8-bit weights for the MatMuls a recipe names,
-and a tied word table stored once.
+and a tied word table stored once; MatMulNBits that share an input are then merged
+(:mod:`edgeopt.passes.nbits_fuse`).
 
 Every MatMul whose second input is a float initializer becomes ``MatMulNBits(x, B,
 scales)`` with the codes from :mod:`edgeopt.passes.blockquant`. 8-bit MatMuls take the
@@ -24,6 +25,7 @@ import numpy as np
 from edgeopt.errors import DataError
 from edgeopt.passes.blockquant import block_for, pack, quantize_weight
 from edgeopt.passes.input_stats import block_second_moments
+from edgeopt.passes.nbits_fuse import fuse_siblings
 from edgeopt.recipe import WeightOnlyInt4Config
 
 _FLOAT = 1  # onnx.TensorProto.FLOAT, without importing onnx at module load
@@ -103,6 +105,7 @@ def write_nbits(source: Path, model: Any, config: WeightOnlyInt4Config,
                                        domain="com.microsoft", **attrs))
         written[plan.weight] = (data, scale_name, plan, k, n)
     shared = _share_tied_table(graph, inits, written) if config.share_embedding else []
+    fused = fuse_siblings(graph)  # after sharing: it renames the B of what it merges
     _drop_unused(graph)
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
@@ -111,7 +114,8 @@ def write_nbits(source: Path, model: Any, config: WeightOnlyInt4Config,
             "int8_nodes": sorted(k for k, v in bits.items() if v == 8),
             "data_aware_nodes": len(aware),
             "calibration_feeds": len(calibration) if aware else 0,
-            "shared_embedding": shared}
+            "shared_embedding": shared,
+            "merged_matmuls": {"groups": len(fused), "first": fused[0] if fused else []}}
 
 
 def _share_tied_table(graph: Any, inits: dict[str, Any], written: dict[str, tuple]) -> list[str]:
