@@ -9,8 +9,8 @@ the shape arithmetic. ONNX's ``Attention`` takes 3-D ``[B, S, H*D]`` inputs with
 ``q_num_heads``/``kv_num_heads`` (grouped K/V without copies) and ``past_key``/
 ``past_value`` inputs that it concatenates itself, and ``RotaryEmbedding`` takes the
 same 3-D layout. Folding into them cuts SmolLM2's decode step from 1,496 to 653 nodes;
-with INT4 weights, where per-node cost is a large share of a step, decode runs about
-1.4x faster.
+decode ran about 1.35x faster with INT4 weights, where per-node cost is a large share of
+a step, and about 1.2x in fp32 (benchmarks/RESULTS.md).
 
 Two rewrites, each applied per Attention node only where its whole pattern is found:
 
@@ -160,6 +160,7 @@ def _to_three_d(graph: Any, node: Any, heads: int, kv_heads: int) -> bool:
     concat_v = _made_by(producers, node.input[2], "Concat")
     inputs = {i.name for i in graph.input}
     if not (concat_k and concat_v) or any(len(c.input) != 2 or c.input[0] not in inputs
+                                         or _attr(c, "axis") not in (2, -2)  # the sequence axis
                                          for c in (concat_k, concat_v)):
         return False
     q = _flat_source(producers, node.input[0], heads)
