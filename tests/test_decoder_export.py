@@ -133,3 +133,32 @@ def test_a_fold_that_changes_outputs_is_reverted(tiny_llama_lm, tmp_path, monkey
     assert notes["attention_folded"]["reverted"]
     # The plain export: repeat_kv expands K and V in both layers.
     assert sum(n.op_type == "Expand" for n in onnx.load(str(path)).graph.node) == 4
+
+
+@pytest.mark.parametrize(("family", "three_d"), [("qwen2", 2), ("qwen3", 0)])
+def test_qwen_attention_folds_as_far_as_its_pattern_allows(family, three_d, tmp_path):
+    """Qwen2 (biased projections) folds fully; Qwen3 normalizes q and k per head between
+    the reshape and the transpose, so only its grouped K/V copies go. Either way the
+    cache still reproduces a full recompute."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
+
+    from edgeopt.decoder.export import export_decoder
+    from edgeopt.recipe import ExportConfig
+    from edgeopt.tasks import LoadedModel
+
+    torch.manual_seed(0)
+    config_cls, model_cls = {"qwen2": (Qwen2Config, Qwen2ForCausalLM),
+                             "qwen3": (Qwen3Config, Qwen3ForCausalLM)}[family]
+    model = model_cls(config_cls(vocab_size=128, hidden_size=64, intermediate_size=128, head_dim=16,
+                                 num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)).eval()
+    notes: dict = {}
+    artifact, io = export_decoder(LoadedModel(model, None), ExportConfig(), tmp_path, notes)
+    assert notes["attention_folded"] == {"grouped_kv": 2, "three_d": three_d}
+    lm = OnnxCausalLM.from_file(artifact.path, io, threads=1)
+    ids = np.arange(5, 17, dtype=np.int64)[None]
+    last, past = lm.prefill(ids[0, :-1].tolist())
+    step, _ = lm.step(int(ids[0, -1]), past)
+    np.testing.assert_allclose(step, lm.logits(ids)[0, -1], atol=1e-5)
+    with torch.no_grad():
+        ref = model(input_ids=torch.from_numpy(ids)).logits.numpy()
+    np.testing.assert_allclose(lm.logits(ids)[0], ref[0], atol=1e-4)
