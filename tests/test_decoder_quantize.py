@@ -94,6 +94,8 @@ def test_gptq_keeps_named_projections_at_8_bits_and_stores_a_tied_table_once(tin
     assert eights == {"lm_head/MatMulNBits"} | mlp
     assert len(bits) == 7 * io.num_layers + 1 and float_weight_matmuls(quantized.path) == []
     assert record.notes["data_aware_nodes"] == 5 * io.num_layers
+    assert record.notes["int8_nodes"] == {"lm_head/MatMul": 1, "model.layers.*.mlp.down_proj/MatMul": 2,
+                                          "model.layers.*.mlp.up_proj/MatMul": 2}
     # The word table is the head's 8-bit codes, read through a Reshape: no table of its own.
     lookup = next(n for n in graph.node if n.op_type == "GatherBlockQuantized")
     head = next(n for n in graph.node if n.name == "lm_head/MatMulNBits")
