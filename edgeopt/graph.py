@@ -1,9 +1,10 @@
-"""Small read-only helpers over ONNX graphs."""
+"""Small helpers over ONNX graphs: counts, attributes, dead-code removal."""
 
 from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 
 def op_counts(path: Path | str, domain: str | None = None) -> Counter[str]:
@@ -23,3 +24,26 @@ def float_weight_matmuls(path: Path | str) -> list[str]:
               if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)}
     return [n.name for n in model.graph.node
             if n.op_type in ("MatMul", "Gemm") and len(n.input) > 1 and n.input[1] in floats]
+
+
+def node_attrs(node: Any) -> dict[str, Any]:
+    """A node's attributes as plain Python values."""
+    from onnx import helper
+
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def drop_unused(graph: Any) -> None:
+    """Remove nodes no graph output depends on, then initializers nothing reads."""
+    needed = {o.name for o in graph.output}
+    keep = []
+    for node in reversed(list(graph.node)):
+        if any(o in needed for o in node.output):
+            keep.append(node)
+            needed.update(i for i in node.input if i)
+    keep.reverse()
+    del graph.node[:]
+    graph.node.extend(keep)
+    used = [t for t in graph.initializer if t.name in needed]
+    del graph.initializer[:]
+    graph.initializer.extend(used)

@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from edgeopt.graph import drop_unused, node_attrs
+
 _HEAD_PERM = [0, 2, 1, 3]  # [B, S, H, D] <-> [B, H, S, D]
 
 
@@ -54,7 +56,7 @@ def fold_attention(model: Any, heads: int, kv_heads: int) -> Folded:
         if _is_attention(node) and _to_three_d(graph, node, heads, kv_heads):
             three_d += 1
     if grouped or three_d:
-        _drop_dead_nodes(graph)
+        drop_unused(graph)
     return Folded(grouped, three_d)
 
 
@@ -102,12 +104,6 @@ def _made_by(producers: dict[str, Any], name: str, op: str) -> Any | None:
     return node if node is not None and node.op_type == op else None
 
 
-def _attr(node: Any, name: str) -> Any:
-    from onnx import helper
-
-    return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), None)
-
-
 def _bypass_repeat_kv(graph: Any, node: Any) -> int:
     """Feed K and V to ``node`` without transformers' ``repeat_kv`` copies."""
     producers = _producers(graph)
@@ -122,10 +118,15 @@ def _bypass_repeat_kv(graph: Any, node: Any) -> int:
     return bypassed
 
 
+def _swaps_heads(node: Any) -> bool:
+    """Whether ``node`` is the ``[B, S, H, D] <-> [B, H, S, D]`` Transpose."""
+    return node.op_type == "Transpose" and list(node_attrs(node).get("perm") or []) == _HEAD_PERM
+
+
 def _unview(producers: dict[str, Any], name: str) -> str | None:
     """``x`` when ``name`` is ``Transpose(Reshape(x), perm=[0, 2, 1, 3])``."""
-    transpose = _made_by(producers, name, "Transpose")
-    if transpose is None or list(_attr(transpose, "perm") or []) != _HEAD_PERM:
+    transpose = producers.get(name)
+    if transpose is None or not _swaps_heads(transpose):
         return None
     reshape = _made_by(producers, transpose.input[0], "Reshape")
     return reshape.input[0] if reshape else None
@@ -143,8 +144,7 @@ def _flat_source(producers: dict[str, Any], name: str, num_heads: int) -> tuple[
     if rotary is None:
         return flat, []
     out = f"{rotary.output[0]}/3d"
-    kwargs = {a.name: helper.get_attribute_value(a) for a in rotary.attribute}
-    kwargs["num_heads"] = num_heads
+    kwargs = node_attrs(rotary) | {"num_heads": num_heads}
     node = helper.make_node("RotaryEmbedding", [flat, *rotary.input[1:]], [out],
                             name=f"{rotary.name}/3d", **kwargs)
     return out, [node]
@@ -160,20 +160,19 @@ def _to_three_d(graph: Any, node: Any, heads: int, kv_heads: int) -> bool:
     concat_v = _made_by(producers, node.input[2], "Concat")
     inputs = {i.name for i in graph.input}
     if not (concat_k and concat_v) or any(len(c.input) != 2 or c.input[0] not in inputs
-                                         or _attr(c, "axis") not in (2, -2)  # the sequence axis
+                                         or node_attrs(c).get("axis") not in (2, -2)  # the sequence axis
                                          for c in (concat_k, concat_v)):
         return False
     q = _flat_source(producers, node.input[0], heads)
     k = _flat_source(producers, concat_k.input[1], kv_heads)
     v = _flat_source(producers, concat_v.input[1], kv_heads)
     after = _consumers(graph, node.output[0])
-    if not (q and k and v) or len(after) != 1 or after[0].op_type != "Transpose":
+    if not (q and k and v) or len(after) != 1:
         return False
     back = _consumers(graph, after[0].output[0])
-    if len(back) != 1 or back[0].op_type != "Reshape" or list(_attr(after[0], "perm") or []) != _HEAD_PERM:
+    if len(back) != 1 or back[0].op_type != "Reshape" or not _swaps_heads(after[0]):
         return False
-    kwargs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-    kwargs |= {"q_num_heads": heads, "kv_num_heads": kv_heads}
+    kwargs = node_attrs(node) | {"q_num_heads": heads, "kv_num_heads": kv_heads}
     flat_out = f"{node.output[0]}/3d"
     folded = helper.make_node(
         "Attention", [q[0], k[0], v[0], node.input[3], concat_k.input[0], concat_v.input[0]],
@@ -189,19 +188,3 @@ def _to_three_d(graph: Any, node: Any, heads: int, kv_heads: int) -> bool:
     for offset, new in enumerate([*q[1], *k[1], *v[1], folded]):
         graph.node.insert(at + 1 + offset, new)
     return True
-
-
-def _drop_dead_nodes(graph: Any) -> None:
-    """Remove nodes and initializers that no graph output depends on."""
-    needed = {o.name for o in graph.output}
-    keep = []
-    for node in reversed(list(graph.node)):
-        if any(o in needed for o in node.output):
-            keep.append(node)
-            needed.update(i for i in node.input if i)
-    keep.reverse()
-    del graph.node[:]
-    graph.node.extend(keep)
-    used = [t for t in graph.initializer if t.name in needed]
-    del graph.initializer[:]
-    graph.initializer.extend(used)

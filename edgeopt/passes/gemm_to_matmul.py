@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from edgeopt.graph import node_attrs
+
 
 def gemm_to_matmul(model: Any) -> int:
     """Rewrite eligible Gemm nodes of ``model`` (an onnx.ModelProto) in place; returns how many.
@@ -31,7 +33,7 @@ def gemm_to_matmul(model: Any) -> int:
     new_nodes = []
     rewritten = 0
     for node in model.graph.node:
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        attrs = node_attrs(node)
         eligible = (
             node.op_type == "Gemm"
             and node.input[1] in inits

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from edgeopt.graph import node_attrs
+
 # Attributes that must agree for two MatMulNBits to share one kernel call.
 _SAME = ("K", "bits", "block_size", "accuracy_level")
 
@@ -27,7 +29,8 @@ _SAME = ("K", "bits", "block_size", "accuracy_level")
 def fuse_siblings(graph: Any) -> list[list[str]]:
     """Merge each group of plain MatMulNBits (A, B, scales; initializer B and scales)
     with the same input and ``_SAME`` attributes; returns the member names of each
-    merged group. Call it after anything that refers to a member's ``B`` by name."""
+    merged group. Call it after anything that refers to a member's ``B`` by name; the
+    members' old initializers stay until :func:`edgeopt.graph.drop_unused`."""
     from onnx import helper, numpy_helper
 
     inits = {t.name: t for t in graph.initializer}
@@ -37,21 +40,21 @@ def fuse_siblings(graph: Any) -> list[list[str]]:
             readers[name] += 1
     groups: defaultdict[tuple, list[Any]] = defaultdict(list)
     for node in graph.node:
-        attrs = _attrs(node)
+        attrs = node_attrs(node)
         own = all(n in inits and readers[n] == 1 for n in node.input[1:])
         if node.op_type == "MatMulNBits" and len(node.input) == 3 and own and set(attrs) <= {*_SAME, "N"}:
             groups[(node.input[0], *(attrs.get(k) for k in _SAME))].append(node)
     merged = []
     for members in (g for g in groups.values() if len(g) > 1):
         name = "+".join(n.name for n in members)
-        widths = [int(_attrs(n)["N"]) for n in members]
+        widths = [int(node_attrs(n)["N"]) for n in members]
         data = np.concatenate([numpy_helper.to_array(inits[n.input[1]]) for n in members])
         scales = np.concatenate([numpy_helper.to_array(inits[n.input[2]]) for n in members])
         stem = members[0].input[1].rsplit(".", 1)[0] + ".fused"
         graph.initializer.extend([numpy_helper.from_array(data, f"{stem}.B"),
                                   numpy_helper.from_array(scales, f"{stem}.scales"),
                                   numpy_helper.from_array(np.array(widths, np.int64), f"{stem}.split")])
-        attrs = _attrs(members[0]) | {"N": sum(widths)}
+        attrs = node_attrs(members[0]) | {"N": sum(widths)}
         wide = helper.make_node("MatMulNBits", [members[0].input[0], f"{stem}.B", f"{stem}.scales"],
                                 [f"{stem}.out"], name=name, domain="com.microsoft", **attrs)
         split = helper.make_node("Split", [f"{stem}.out", f"{stem}.split"],
@@ -62,15 +65,4 @@ def fuse_siblings(graph: Any) -> list[list[str]]:
         graph.node.insert(at, split)
         graph.node.insert(at, wide)
         merged.append([n.name for n in members])
-    if merged:
-        used = {i for n in graph.node for i in n.input}
-        keep = [t for t in graph.initializer if t.name in used]
-        del graph.initializer[:]
-        graph.initializer.extend(keep)
     return merged
-
-
-def _attrs(node: Any) -> dict[str, Any]:
-    from onnx import helper
-
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}

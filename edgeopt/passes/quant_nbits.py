@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from edgeopt.errors import DataError
+from edgeopt.graph import drop_unused
 from edgeopt.passes.blockquant import block_for, pack, quantize_weight
 from edgeopt.passes.input_stats import block_second_moments
 from edgeopt.passes.nbits_fuse import fuse_siblings
@@ -108,7 +109,7 @@ def write_nbits(source: Path, model: Any, config: WeightOnlyInt4Config,
         written[plan.weight] = (data, scale_name, plan, k, n)
     shared = _share_tied_table(graph, inits, written) if config.share_embedding else []
     fused = fuse_siblings(graph)  # after sharing: it renames the B of what it merges
-    _drop_unused(graph)
+    drop_unused(graph)
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     bits = {p.node: p.bits for p in plans}
@@ -174,10 +175,3 @@ def float_tables(model: Any) -> list[str]:
 
 def _is_transpose(table: np.ndarray, weight: np.ndarray) -> bool:
     return table.shape == weight.shape[::-1] and np.array_equal(table, weight.T)
-
-
-def _drop_unused(graph: Any) -> None:
-    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
-    keep = [t for t in graph.initializer if t.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(keep)
