@@ -112,7 +112,7 @@ class WeightOnlyInt4Config:
     bits: int = 4
     # MatMulNBits compute type: 0 = as input (fp32), 4 = int8 activations (fast on CPU).
     accuracy_level: int = 4
-    # rtn: round to nearest (data-free); gptq: edgeopt's block-local GPTQ with scales
+    # rtn: round to nearest (data-free); gptq: edgeopt's GPTQ with scales
     # searched on calibration data (passes/blockquant); hqq: onnxruntime's HQQ.
     algorithm: str = "rtn"
     quantize_embeddings: bool = True

@@ -66,8 +66,9 @@ def test_round_to_nearest_matches_onnxruntime_bit_for_bit():
 
 
 def test_gptq_with_second_moments_beats_round_to_nearest_on_the_output():
-    # Correlated inputs with a few loud channels: the case where weighing rounding errors
-    # by X^T X matters. GPTQ must lower the output error ||X (W - W_q)^T|| on held-out rows.
+    # Inputs correlated across blocks, with a few loud channels: the case where weighing
+    # rounding errors by X^T X matters. GPTQ must lower the output error
+    # ||X (W - W_q)^T|| on held-out rows.
     rng = np.random.default_rng(2)
     k, n, block = 256, 64, 128
     mix = rng.standard_normal((k, k)) / np.sqrt(k) + np.eye(k)
@@ -79,15 +80,15 @@ def test_gptq_with_second_moments_beats_round_to_nearest_on_the_output():
 
     x_cal, x_test = rows(4096), rows(2048)
     w = rng.standard_normal((n, k)).astype(np.float32)
-    xb = x_cal.reshape(len(x_cal), -1, block).transpose(1, 0, 2)
-    moments = np.matmul(xb.transpose(0, 2, 1), xb).astype(np.float64) / len(x_cal)
+    moments = (x_cal.T @ x_cal).astype(np.float64) / len(x_cal)
 
     def output_error(q, s):
         return float(np.linalg.norm(x_test @ (w - dequantize(q, s, k)).T))
 
     rtn = output_error(*quantize_weight(w, 4, block))
     gptq = output_error(*quantize_weight(w, 4, block, moments))
-    assert gptq < 0.8 * rtn, (gptq, rtn)
+    # Measured: 0.47 of round to nearest; GPTQ confined to each block gave 0.68.
+    assert gptq < 0.6 * rtn, (gptq, rtn)
 
 
 def test_block_for_avoids_stored_padding():

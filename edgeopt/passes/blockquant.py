@@ -11,11 +11,10 @@ Three ways to choose ``q`` and ``s``:
   largest magnitude lands on the grid's wide end): data-free, what MLAS computes;
 - a scale search weighted by ``H = X^T X`` of the block's inputs on calibration data,
   which minimises the output error ``e^T H e`` rather than the weight error;
-- GPTQ inside each block (Frantar et al., 2022, "GPTQ: Accurate Post-Training
-  Quantization for Generative Pre-trained Transformers"): columns are rounded one at a
-  time and each rounding error is pushed onto the block's remaining columns through
-  ``H^-1``. Keeping the compensation inside the block keeps the block's scale valid
-  and needs only the diagonal blocks of ``H``.
+- GPTQ (Frantar et al., 2022, "GPTQ: Accurate Post-Training Quantization for
+  Generative Pre-trained Transformers") with the searched scales: columns are rounded
+  one at a time, loudest inputs first, and each rounding error is pushed onto the
+  columns not yet rounded through ``H^-1``.
 """
 
 from __future__ import annotations
@@ -74,47 +73,64 @@ def _output_error(blocks: np.ndarray, scales: np.ndarray, hessians: np.ndarray,
     return np.einsum("onb,nbc,onc->on", e, hessians, e, optimize=True)[..., None]
 
 
-def gptq_codes(blocks: np.ndarray, scales: np.ndarray, hessians: np.ndarray,
-               bits: int) -> np.ndarray:
-    """GPTQ rounding inside each block with fixed ``scales``; all blocks at once.
-    ``blocks`` [N, nb, block], ``scales`` [N, nb, 1], ``hessians`` [nb, block, block]."""
-    n_blocks, size = hessians.shape[0], hessians.shape[1]
-    h = hessians.astype(np.float64).copy()
-    diag = np.einsum("nii->ni", h)
-    dead = diag <= 0  # inputs that were always zero: their weights do not matter
-    for j in range(n_blocks):
-        idx = np.flatnonzero(dead[j])
-        h[j, idx, idx] = 1.0
-    damp = DAMP * np.einsum("nii->ni", h).mean(-1)
-    h += damp[:, None, None] * np.eye(size)
-    # Upper Cholesky factor of H^-1: row i holds the update for columns after i.
-    hinv = np.linalg.inv(h)
-    u = np.transpose(np.linalg.cholesky(hinv), (0, 2, 1))
-    w = blocks.astype(np.float64).copy()
+def gptq_quantize(w: np.ndarray, hessian: np.ndarray, bits: int,
+                  block: int) -> tuple[np.ndarray, np.ndarray]:
+    """GPTQ over the whole row with one scale per block: codes [N, nb, block], scales
+    [N, nb, 1]. ``w`` [N, K], ``hessian`` [K, K] (``X^T X`` of the inputs, K padded).
+
+    The scales are searched first, on the float weights. Columns are then rounded in
+    order of decreasing ``H`` diagonal (GPTQ's act-order: the loudest inputs first,
+    while the most columns remain to absorb their error), and each rounding error is
+    pushed onto every column not yet rounded through the Cholesky factor of ``H^-1``.
+    Fixing the scales up front ("static groups") keeps MatMulNBits' plain block layout
+    although the sweep crosses blocks.
+    """
+    n, k = w.shape
+    h = hessian.astype(np.float64).copy()
+    w = w.astype(np.float64).copy()
+    dead = np.diag(h) <= 0  # inputs that were always zero: their weights do not matter
+    h[dead, dead] = 1.0
     w[:, dead] = 0.0
-    q = np.zeros_like(w)
-    s = scales.astype(np.float64)[..., 0]
-    for i in range(size):
-        col = w[:, :, i]
-        qi = codes(col, s, bits)
-        q[:, :, i] = qi
-        err = (col - qi * s) / u[:, i, i]
-        w[:, :, i:] -= err[:, :, None] * u[None, :, i, i:]
-    return q
+    n_blocks = k // block
+    diagonal = np.stack([h[j * block:(j + 1) * block, j * block:(j + 1) * block]
+                         for j in range(n_blocks)])
+    scales = searched_scales(w.reshape(n, n_blocks, block), diagonal, bits)
+    order = np.argsort(-np.diag(h), kind="stable")
+    h = h[np.ix_(order, order)]
+    w = w[:, order]
+    col_scales = np.repeat(scales[..., 0], block, axis=1)[:, order]
+    h += DAMP * np.diag(h).mean() * np.eye(k)
+    # Upper Cholesky factor of H^-1: row i holds the update for the columns after i.
+    u = np.linalg.cholesky(np.linalg.inv(h)).T
+    q = np.zeros((n, k))
+    for lo in range(0, k, block):
+        hi = lo + block
+        errors = np.zeros((n, block))
+        for c in range(lo, hi):
+            q[:, c] = codes(w[:, c], col_scales[:, c], bits)
+            errors[:, c - lo] = (w[:, c] - q[:, c] * col_scales[:, c]) / u[c, c]
+            w[:, c:hi] -= errors[:, c - lo, None] * u[None, c, c:hi]
+        # This stretch's errors reach the later columns in one product.
+        w[:, hi:] -= errors @ u[lo:hi, hi:]
+    unordered = np.empty_like(q)
+    unordered[:, order] = q
+    return unordered.reshape(n, n_blocks, block), scales
 
 
 def quantize_weight(w: np.ndarray, bits: int, block: int,
-                    hessians: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                    hessian: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Codes [N, nb, block] (int8) and scales [N, nb] (float32) for ``w`` [N, K]:
-    round to nearest without ``hessians``; searched scales and GPTQ rounding with them."""
-    n = w.shape[0]
-    blocks = padded(w.astype(np.float32), block).reshape(n, -1, block)
-    if hessians is None:
+    round to nearest without ``hessian``; GPTQ with searched scales with it
+    (``hessian`` [K, K], the inputs' ``X^T X``)."""
+    n, k = w.shape
+    w = padded(w.astype(np.float32), block)
+    if hessian is None:
+        blocks = w.reshape(n, -1, block)
         scales = rtn_scales(blocks, bits)
         q = codes(blocks, scales, bits)
     else:
-        scales = searched_scales(blocks, hessians, bits)
-        q = gptq_codes(blocks, scales, hessians, bits)
+        pad = w.shape[1] - k
+        q, scales = gptq_quantize(w, np.pad(hessian, ((0, pad), (0, pad))), bits, block)
     return q.astype(np.int8), scales[..., 0].astype(np.float32)
 
 

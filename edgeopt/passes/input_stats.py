@@ -1,10 +1,9 @@
-"""Second moments of MatMul inputs on real data: the ``X^T X`` blocks that data-aware
-weight quantization weighs its rounding errors by.
+"""Second moments of MatMul inputs on real data: the ``X^T X`` that data-aware weight
+quantization weighs its rounding errors by.
 
 The float graph runs on the calibration feeds with the chosen activations exposed as
-extra outputs. Only the diagonal ``block x block`` pieces of ``X^T X`` are kept: block
-quantization never mixes columns across blocks, and the full ``K x K`` matrices would
-cost ``K / block`` times more to accumulate.
+extra outputs. One ``K x K`` matrix per distinct input: the projections that read the
+same activation (q, k and v; gate and up) share it.
 """
 
 from __future__ import annotations
@@ -18,12 +17,10 @@ import numpy as np
 from edgeopt.errors import DataError
 
 
-def block_second_moments(model_path: Path, tensors: dict[str, int],
-                         feeds: Sequence[dict[str, np.ndarray]],
-                         threads: int = 0) -> dict[str, np.ndarray]:
-    """``{tensor: [K / block, block, block]}`` = mean over rows of ``x x^T`` per block,
-    for each float activation ``tensor`` (last axis K, zero-padded to the block) of the
-    graph at ``model_path``, over every row of every feed."""
+def second_moments(model_path: Path, tensors: Sequence[str],
+                   feeds: Sequence[dict[str, np.ndarray]], threads: int = 0) -> dict[str, np.ndarray]:
+    """``{tensor: [K, K]}`` = mean over rows of ``x x^T`` for each float activation
+    ``tensor`` (last axis K) of the graph at ``model_path``, over every row of every feed."""
     import onnx
     import onnxruntime as ort
 
@@ -48,13 +45,9 @@ def block_second_moments(model_path: Path, tensors: dict[str, int],
     for feed in feeds:
         values = session.run(names, {k: v for k, v in feed.items() if k in inputs})
         for name, value in zip(names, values, strict=True):
-            block = tensors[name]
             x = np.asarray(value, dtype=np.float32).reshape(-1, value.shape[-1])
-            pad = (-x.shape[1]) % block
-            x = np.pad(x, ((0, 0), (0, pad))) if pad else x
-            xb = x.reshape(x.shape[0], -1, block).transpose(1, 0, 2)  # [nb, rows, block]
-            # float32 products per feed (batched BLAS), float64 running sum across feeds.
-            part = np.matmul(xb.transpose(0, 2, 1), xb).astype(np.float64)
+            # float32 products per feed (BLAS), float64 running sum across feeds.
+            part = (x.T @ x).astype(np.float64)
             sums[name] = part if name not in sums else sums[name] + part
             rows[name] += x.shape[0]
     return {name: sums[name] / max(rows[name], 1) for name in names}

@@ -27,7 +27,7 @@ import numpy as np
 from edgeopt.errors import DataError
 from edgeopt.graph import drop_unused
 from edgeopt.passes.blockquant import block_for, pack, quantize_weight
-from edgeopt.passes.input_stats import block_second_moments
+from edgeopt.passes.input_stats import second_moments
 from edgeopt.passes.nbits_fuse import fuse_siblings
 from edgeopt.recipe import WeightOnlyInt4Config
 
@@ -86,8 +86,7 @@ def write_nbits(source: Path, model: Any, config: WeightOnlyInt4Config,
         if not calibration:
             raise DataError("quantize.algorithm gptq needs calibration rows; pass "
                             "--calibration-data FILE or eval data")
-        wanted = {inputs[p.node]: p.block for p in aware}
-        moments = block_second_moments(source, wanted, calibration)
+        moments = second_moments(source, sorted({inputs[p.node] for p in aware}), calibration)
     inits = {t.name: t for t in graph.initializer}
     nodes = {n.name: n for n in graph.node}
     written: dict[str, tuple[str, str, WeightPlan, int, int]] = {}
