@@ -120,7 +120,7 @@ def gptq_quantize(w: np.ndarray, hessian: np.ndarray, bits: int,
 def quantize_weight(w: np.ndarray, bits: int, block: int,
                     hessian: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Codes [N, nb, block] (int8) and scales [N, nb] (float32) for ``w`` [N, K]:
-    round to nearest without ``hessian``; GPTQ with searched scales with it
+    round to nearest without ``hessian``; GPTQ on searched scales with it
     (``hessian`` [K, K], the inputs' ``X^T X``)."""
     n, k = w.shape
     w = padded(w.astype(np.float32), block)
