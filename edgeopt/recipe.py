@@ -122,6 +122,9 @@ class WeightOnlyInt4Config:
     # A tied word table and LM head stored once, as the head's 8-bit blocks that the
     # embedding lookup reads too (needs the head among int8_nodes).
     share_embedding: bool = False
+    # SmoothQuant migration strength for the gated MLP product before each down
+    # projection (passes/smooth_act); 0 = off. Needs calibration rows.
+    smooth_alpha: float = 0.0
 
     def __post_init__(self) -> None:
         check(
@@ -136,6 +139,9 @@ class WeightOnlyInt4Config:
         check(self.symmetric or self.algorithm != "gptq", "quantize.algorithm gptq needs symmetric: true")
         check(self.native or not (self.int8_nodes or self.share_embedding),
                "quantize.int8_nodes and share_embedding need symmetric: true and algorithm rtn or gptq")
+        check(0.0 <= self.smooth_alpha < 1.0, "quantize.smooth_alpha must be in [0, 1)")
+        check(self.native or not self.smooth_alpha,
+               "quantize.smooth_alpha needs symmetric: true and algorithm rtn or gptq")
 
     @property
     def native(self) -> bool:

@@ -134,3 +134,39 @@ def test_merged_projections_give_the_same_logits_bit_for_bit(tiny_llama_onnx, tm
     ids = np.arange(3, 19, dtype=np.int64)[None]
     np.testing.assert_array_equal(OnnxCausalLM.from_file(merged.path, io, threads=1).logits(ids),
                                   OnnxCausalLM.from_file(separate.path, io, threads=1).logits(ids))
+
+
+def test_smoothing_finds_every_down_projection_and_keeps_the_float_logits(tiny_llama_onnx, tmp_path):
+    from edgeopt.passes.input_stats import input_stats
+    from edgeopt.passes.smooth_act import apply_smoothing, smoothable
+
+    path, io, _ = tiny_llama_onnx
+    model = onnx.load(str(path))
+    pairs = smoothable(model)
+    assert sorted(p.down for p in pairs) == sorted(
+        f"model.layers.{i}.mlp.down_proj/MatMul" for i in range(io.num_layers))
+    absmax = input_stats(path, [], [p.activation for p in pairs], _calibration(io)).absmax
+    scales = apply_smoothing(model, pairs, absmax, alpha=0.5)
+    assert min(float(np.abs(s - 1).max()) for s in scales.values()) > 0.05  # weights really moved
+    smoothed = tmp_path / "smoothed.onnx"
+    onnx.save(model, str(smoothed))
+    ids = np.arange(3, 19, dtype=np.int64)[None]
+    np.testing.assert_allclose(OnnxCausalLM.from_file(smoothed, io, threads=1).logits(ids),
+                               OnnxCausalLM.from_file(path, io, threads=1).logits(ids),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_smoothing_is_recorded_and_needs_calibration_rows(tiny_llama_onnx, tmp_path):
+    from edgeopt.errors import DataError
+    from edgeopt.passes.quantize import QuantContext
+
+    path, io, _ = tiny_llama_onnx
+    config = WeightOnlyInt4Config(block_size=32, smooth_alpha=0.5)
+    record = PassRecord("quantize", {})
+    quantize(OnnxArtifact(path), config, tmp_path, record, QuantContext(calibration=_calibration(io)))
+    note = record.notes["smoothed"]
+    assert note["inputs"] == io.num_layers
+    before, after = note["peak_over_median"]
+    assert after < before
+    with pytest.raises(DataError, match="smooth_alpha needs calibration"):
+        quantize(OnnxArtifact(path), config, tmp_path / "again", PassRecord("quantize", {}))

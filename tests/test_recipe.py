@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from edgeopt.errors import RecipeError
@@ -63,10 +65,12 @@ def test_quant_method_selects_config_type():
         ({"name": "r", "description": "d", "version": 7}, "version 7"),
         ({"name": "r", "description": "d", "quantize": {"method": "weight-only-int4",
                                                        "block_size": 100}}, "block_size"),
+        ({"name": "r", "description": "d", "quantize": {"method": "weight-only-int4",
+                                                       "smooth_alpha": 1.0}}, "must be in [0, 1)"),
     ],
 )
 def test_bad_recipes_raise_one_clear_error(data, message):
-    with pytest.raises(RecipeError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(RecipeError, match=re.escape(message)):
         recipe_from_dict(data)
 
 

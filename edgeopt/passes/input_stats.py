@@ -1,14 +1,16 @@
-"""Second moments of MatMul inputs on real data: the ``X^T X`` that data-aware weight
-quantization weighs its rounding errors by.
+"""Statistics of MatMul inputs on real data, from one run of the float graph over the
+calibration feeds with the chosen activations exposed as extra outputs:
 
-The float graph runs on the calibration feeds with the chosen activations exposed as
-extra outputs. One ``K x K`` matrix per distinct input: the projections that read the
-same activation (q, k and v; gate and up) share it.
+- second moments ``X^T X``, which data-aware weight quantization weighs its rounding
+  errors by. One ``K x K`` matrix per distinct input: the projections that read the
+  same activation (q, k and v; gate and up) share it;
+- per-channel absolute maxima, which activation smoothing divides by.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,19 +19,31 @@ import numpy as np
 from edgeopt.errors import DataError
 
 
-def second_moments(model_path: Path, tensors: Sequence[str],
-                   feeds: Sequence[dict[str, np.ndarray]], threads: int = 0) -> dict[str, np.ndarray]:
-    """``{tensor: [K, K]}`` = mean over rows of ``x x^T`` for each float activation
-    ``tensor`` (last axis K) of the graph at ``model_path``, over every row of every feed."""
+@dataclass
+class InputStats:
+    """``moments[t]``: [K, K] mean over rows of ``x x^T``; ``absmax[t]``: [K] max of ``|x|``."""
+
+    moments: dict[str, np.ndarray] = field(default_factory=dict)
+    absmax: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def input_stats(model_path: Path, moments_of: Sequence[str], absmax_of: Sequence[str],
+                feeds: Sequence[dict[str, np.ndarray]], threads: int = 0) -> InputStats:
+    """Second moments of the float activations ``moments_of`` and channel maxima of
+    ``absmax_of`` (last axis K) in the graph at ``model_path``, over every row of every feed."""
     import onnx
     import onnxruntime as ort
 
+    names = sorted({*moments_of, *absmax_of})
+    stats = InputStats()
+    if not names:
+        return stats
     if not feeds:
-        raise DataError("data-aware quantization needs calibration rows; pass --calibration-data "
-                        "FILE or eval data")
+        raise DataError("data-aware quantization (gptq, activation smoothing) needs calibration "
+                        "rows; pass --calibration-data FILE or eval data")
     model = onnx.load(str(model_path))
     declared = {o.name for o in model.graph.output}
-    for name in tensors:
+    for name in names:
         if name not in declared:
             model.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
     options = ort.SessionOptions()
@@ -39,18 +53,23 @@ def second_moments(model_path: Path, tensors: Sequence[str],
     session = ort.InferenceSession(model.SerializeToString(), options,
                                    providers=["CPUExecutionProvider"])
     inputs = {i.name for i in session.get_inputs()}
-    names = list(tensors)
-    sums: dict[str, np.ndarray] = {}
+    wanted_moments, wanted_max = set(moments_of), set(absmax_of)
     rows = dict.fromkeys(names, 0)
     for feed in feeds:
         values = session.run(names, {k: v for k, v in feed.items() if k in inputs})
         for name, value in zip(names, values, strict=True):
             x = np.asarray(value, dtype=np.float32).reshape(-1, value.shape[-1])
-            # float32 products per feed (BLAS), float64 running sum across feeds.
-            part = (x.T @ x).astype(np.float64)
-            sums[name] = part if name not in sums else sums[name] + part
             rows[name] += x.shape[0]
-    return {name: sums[name] / max(rows[name], 1) for name in names}
+            if name in wanted_moments:
+                # float32 products per feed (BLAS), float64 running sum across feeds.
+                part = (x.T @ x).astype(np.float64)
+                stats.moments[name] = stats.moments.get(name, 0.0) + part
+            if name in wanted_max:
+                peak = np.abs(x).max(axis=0)
+                stats.absmax[name] = np.maximum(stats.absmax.get(name, peak), peak)
+    for name in wanted_moments:
+        stats.moments[name] = stats.moments[name] / max(rows[name], 1)
+    return stats
 
 
 def weight_inputs(model: Any, nodes: Sequence[str]) -> dict[str, str]:

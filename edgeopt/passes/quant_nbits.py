@@ -27,8 +27,9 @@ import numpy as np
 from edgeopt.errors import DataError
 from edgeopt.graph import drop_unused
 from edgeopt.passes.blockquant import block_for, pack, quantize_weight
-from edgeopt.passes.input_stats import second_moments
+from edgeopt.passes.input_stats import input_stats
 from edgeopt.passes.nbits_fuse import fuse_siblings
+from edgeopt.passes.smooth_act import apply_smoothing, peak_ratio, smoothable, smoothed_moments
 from edgeopt.recipe import WeightOnlyInt4Config
 
 _FLOAT = 1  # onnx.TensorProto.FLOAT, without importing onnx at module load
@@ -80,13 +81,19 @@ def write_nbits(source: Path, model: Any, config: WeightOnlyInt4Config,
     graph = model.graph
     plans = plan_weights(model, config)
     inputs = {n.name: n.input[0] for n in graph.node if n.input}
-    moments: dict[str, np.ndarray] = {}
     aware = [p for p in plans if p.data_aware]
-    if aware:
-        if not calibration:
-            raise DataError("quantize.algorithm gptq needs calibration rows; pass "
-                            "--calibration-data FILE or eval data")
-        moments = second_moments(source, sorted({inputs[p.node] for p in aware}), calibration)
+    # Smoothing only pays where the kernel rounds activations to int8 (accuracy level 4).
+    pairs = smoothable(model) if config.smooth_alpha > 0 and config.accuracy_level == 4 else []
+    if (aware or pairs) and not calibration:
+        raise DataError(f"quantize.{'algorithm gptq' if aware else 'smooth_alpha'} needs "
+                        "calibration rows; pass --calibration-data FILE or eval data")
+    stats = input_stats(source, sorted({inputs[p.node] for p in aware}),
+                        [p.activation for p in pairs], calibration)
+    moments = stats.moments
+    smoothing = apply_smoothing(model, pairs, stats.absmax, config.smooth_alpha)
+    for tensor, s in smoothing.items():
+        if tensor in moments:  # GPTQ must weigh the smoothed inputs the down weights now see
+            moments[tensor] = smoothed_moments(moments[tensor], s)
     inits = {t.name: t for t in graph.initializer}
     nodes = {n.name: n for n in graph.node}
     written: dict[str, tuple[str, str, WeightPlan, int, int]] = {}
@@ -115,7 +122,8 @@ def write_nbits(source: Path, model: Any, config: WeightOnlyInt4Config,
     return {"bits": {"4": sum(v == 4 for v in bits.values()), "8": sum(v == 8 for v in bits.values())},
             "int8_nodes": _by_kind(k for k, v in bits.items() if v == 8),
             "data_aware_nodes": len(aware),
-            "calibration_feeds": len(calibration) if aware else 0,
+            "calibration_feeds": len(calibration) if aware or pairs else 0,
+            "smoothed": _smoothing_note(smoothing, stats.absmax),
             "shared_embedding": shared,
             "merged_matmuls": {"groups": len(fused), "first": fused[0] if fused else []}}
 
@@ -127,6 +135,16 @@ def _by_kind(names: Iterable[str]) -> dict[str, int]:
         kind = re.sub(r"\.\d+\.", ".*.", name)
         kinds[kind] = kinds.get(kind, 0) + 1
     return kinds
+
+
+def _smoothing_note(scales: dict[str, np.ndarray], absmax: dict[str, np.ndarray]) -> dict[str, Any]:
+    """How many inputs were smoothed and how far their worst outlier came down."""
+    if not scales:
+        return {"inputs": 0}
+    before = {t: peak_ratio(absmax[t]) for t in scales}
+    worst = max(before, key=before.__getitem__)
+    return {"inputs": len(scales), "worst": worst,
+            "peak_over_median": [round(before[worst], 1), round(peak_ratio(absmax[worst], scales[worst]), 1)]}
 
 
 def _share_tied_table(graph: Any, inits: dict[str, Any], written: dict[str, tuple]) -> list[str]:
