@@ -1,4 +1,4 @@
-"""Small helpers over ONNX graphs: counts, attributes, dead-code removal."""
+"""Small helpers over ONNX graphs: counts, attributes, readers, dead-code removal."""
 
 from __future__ import annotations
 
@@ -31,6 +31,15 @@ def node_attrs(node: Any) -> dict[str, Any]:
     from onnx import helper
 
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def read_counts(graph: Any) -> dict[str, int]:
+    """How many times each tensor is read: by node inputs, and once more per graph output
+    (a rewrite that changes a tensor must know whether anything else sees it)."""
+    counts: dict[str, int] = {}
+    for name in [i for n in graph.node for i in n.input] + [o.name for o in graph.output]:
+        counts[name] = counts.get(name, 0) + 1
+    return counts
 
 
 def drop_unused(graph: Any) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeopt.graph import node_attrs
+from edgeopt.graph import node_attrs, read_counts
 
 
 def gemm_to_matmul(model: Any) -> int:
@@ -26,10 +26,7 @@ def gemm_to_matmul(model: Any) -> int:
     from onnx import helper, numpy_helper
 
     inits = {t.name: t for t in model.graph.initializer}
-    consumers: dict[str, int] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            consumers[name] = consumers.get(name, 0) + 1
+    consumers = read_counts(model.graph)
     new_nodes = []
     rewritten = 0
     for node in model.graph.node:

@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from edgeopt.graph import read_counts
+
 
 @dataclass(frozen=True)
 class SmoothPair:
@@ -43,10 +45,7 @@ def smoothable(model: Any) -> list[SmoothPair]:
     feeds nothing but this MatMul (else scaling it would change another reader)."""
     inits = {t.name: t for t in model.graph.initializer}
     producers = {o: n for n in model.graph.node for o in n.output}
-    readers: dict[str, int] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            readers[name] = readers.get(name, 0) + 1
+    readers = read_counts(model.graph)
 
     def own_weight(node: Any) -> bool:
         init = inits.get(node.input[1]) if node.op_type == "MatMul" else None
