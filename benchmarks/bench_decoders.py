@@ -2,8 +2,11 @@
 size, prefill/decode throughput and peak memory. Each compile times the bundle, the fp32
 ONNX graph and PyTorch eager fp32 side by side in one run (see edgeopt/decoder/bench.py).
 
-    python benchmarks/bench_decoders.py [--targets arm64-int4,x86-int8] [--recipes FILE,...]
+    python benchmarks/bench_decoders.py [--targets arm64-int4,x86-int8,benchmarks/recipes/X.yaml]
                                         [--out benchmarks/results/decoders.json]
+
+Targets are target names or recipe files; benchmarks/recipes/ holds bit layouts that
+trade agreement for decode speed (benchmarks/RESULTS.md, session 6).
 
 Needs ../shared/data/wikitext-2-raw/wiki.test.raw and the PyPI SmolLM2 (fetched once).
 """

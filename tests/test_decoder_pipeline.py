@@ -61,7 +61,7 @@ def test_report_has_decoder_metrics_and_throughput(int4_bundle):
     metrics = report.parity["metrics"]
     assert set(metrics) == {"perplexity_reference", "perplexity", "perplexity_ratio",
                             "token_agreement", "first_divergence_mean", "first_divergence_min",
-                            "prefill_cosine_min"}
+                            "prefill_cosine_min", "prefill_cosine_p01", "prefill_cosine_mean"}
     assert 0.0 <= metrics["token_agreement"] <= 1.0
     throughput = report.bench["throughput"]
     assert set(throughput) == {"edgeopt tiny-int4", "onnx-fp32"}

@@ -32,6 +32,7 @@ def test_fp32_graph_matches_the_original_exactly(tiny_llama_onnx):
     assert m["token_agreement"] == 1.0
     assert m["first_divergence_min"] == m["first_divergence_mean"] == 8
     assert m["prefill_cosine_min"] > 0.99999
+    assert m["prefill_cosine_min"] <= m["prefill_cosine_p01"] <= m["prefill_cosine_mean"] <= 1.0 + 1e-6
 
 
 def test_a_damaged_graph_fails_its_gates(tiny_llama_onnx, tmp_path):
