@@ -125,6 +125,9 @@ class WeightOnlyInt4Config:
     # SmoothQuant migration strength for the gated MLP product before each down
     # projection (passes/smooth_act); 0 = off. Needs calibration rows.
     smooth_alpha: float = 0.0
+    # Activation-aware scales (passes/scale_search) searched per RMSNorm group and per
+    # output projection, folded into the norm or value weights. Needs calibration rows.
+    scale_search: bool = False
 
     def __post_init__(self) -> None:
         check(
@@ -142,6 +145,8 @@ class WeightOnlyInt4Config:
         check(0.0 <= self.smooth_alpha < 1.0, "quantize.smooth_alpha must be in [0, 1)")
         check(self.native or not self.smooth_alpha,
                "quantize.smooth_alpha needs symmetric: true and algorithm rtn or gptq")
+        check(self.native or not self.scale_search,
+               "quantize.scale_search needs symmetric: true and algorithm rtn or gptq")
 
     @property
     def native(self) -> bool:

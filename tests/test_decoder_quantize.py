@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 import pytest
 from helpers import nbits_projections
+from onnx import numpy_helper
 
 from edgeopt.artifact import OnnxArtifact, PassRecord
 from edgeopt.decoder.generate import OnnxCausalLM
@@ -169,4 +170,51 @@ def test_smoothing_is_recorded_and_needs_calibration_rows(tiny_llama_onnx, tmp_p
     before, after = note["peak_over_median"]
     assert after < before
     with pytest.raises(DataError, match="smooth_alpha needs calibration"):
+        quantize(OnnxArtifact(path), config, tmp_path / "again", PassRecord("quantize", {}))
+
+
+def test_scale_search_folds_into_norms_and_values_and_keeps_the_float_logits(tiny_llama_onnx, tmp_path,
+                                                                           monkeypatch):
+    from edgeopt.passes import scale_search
+    from edgeopt.passes.input_stats import input_stats
+
+    path, io, _ = tiny_llama_onnx
+    untied = untie_lm_head(OnnxArtifact(path), tmp_path, PassRecord("untie", {}))
+    model = onnx.load(str(untied.path))
+    groups = scale_search.scale_groups(model)
+    # Per layer: q/k/v after the input norm, gate/up after the second norm, o after
+    # attention (GQA: 4 query heads over 2 KV heads); then the head after the final norm.
+    by_size = sorted(len(g.matmuls) for g in groups)
+    assert by_size == [1] * (io.num_layers + 1) + [2] * io.num_layers + [3] * io.num_layers
+    values = [g for g in groups if g.kv_heads]
+    assert len(values) == io.num_layers and {(g.kv_heads, g.repeat) for g in values} == {(2, 2)}
+    moments = input_stats(untied.path, [g.activation for g in groups], [], _calibration(io)).moments
+    layout = {m: (4, 32) for g in groups for m in g.matmuls}
+    before = {t.name: numpy_helper.to_array(t).copy() for t in model.graph.initializer}
+    monkeypatch.setattr(scale_search, "ALPHAS", np.array([1.0]))  # every group moves
+    moved = scale_search.search_scales(model, groups, moments, layout)
+    assert len(moved) == len(groups)
+    for g in values:  # the value columns really took 1/s
+        after = numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == g.fold))
+        assert not np.allclose(after, before[g.fold])
+    scaled = tmp_path / "scaled.onnx"
+    onnx.save(model, str(scaled))
+    ids = np.arange(3, 19, dtype=np.int64)[None]
+    np.testing.assert_allclose(OnnxCausalLM.from_file(scaled, io, threads=1).logits(ids),
+                               OnnxCausalLM.from_file(untied.path, io, threads=1).logits(ids),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_scale_search_is_recorded_and_needs_calibration_rows(tiny_llama_onnx, tmp_path):
+    from edgeopt.errors import DataError
+    from edgeopt.passes.quantize import QuantContext
+
+    path, io, _ = tiny_llama_onnx
+    config = WeightOnlyInt4Config(block_size=32, scale_search=True)
+    record = PassRecord("quantize", {})
+    quantize(OnnxArtifact(path), config, tmp_path, record, QuantContext(calibration=_calibration(io)))
+    note = record.notes["scale_search"]
+    assert note["groups"] == 3 * io.num_layers  # the head reads a Transpose here: not its own weight
+    assert 0 < note["scaled"] <= note["groups"] and note["error_ratio_median"] < 1.0
+    with pytest.raises(DataError, match="scale_search needs calibration"):
         quantize(OnnxArtifact(path), config, tmp_path / "again", PassRecord("quantize", {}))

@@ -29,6 +29,7 @@ from edgeopt.graph import drop_unused
 from edgeopt.passes.blockquant import block_for, pack, quantize_weight
 from edgeopt.passes.input_stats import input_stats
 from edgeopt.passes.nbits_fuse import fuse_siblings
+from edgeopt.passes.scale_search import ScaleGroup, scale_groups, search_scales
 from edgeopt.passes.smooth_act import apply_smoothing, peak_ratio, smoothable, smoothed_moments
 from edgeopt.recipe import WeightOnlyInt4Config
 
@@ -84,16 +85,20 @@ def write_nbits(source: Path, model: Any, config: WeightOnlyInt4Config,
     aware = [p for p in plans if p.data_aware]
     # Smoothing only pays where the kernel rounds activations to int8 (accuracy level 4).
     pairs = smoothable(model) if config.smooth_alpha > 0 and config.accuracy_level == 4 else []
-    if (aware or pairs) and not calibration:
-        raise DataError(f"quantize.{'algorithm gptq' if aware else 'smooth_alpha'} needs "
-                        "calibration rows; pass --calibration-data FILE or eval data")
-    stats = input_stats(source, sorted({inputs[p.node] for p in aware}),
+    groups = scale_groups(model) if config.scale_search else []
+    if (aware or pairs or groups) and not calibration:
+        needs = "algorithm gptq" if aware else "smooth_alpha" if pairs else "scale_search"
+        raise DataError(f"quantize.{needs} needs calibration rows; pass --calibration-data "
+                        "FILE or eval data")
+    stats = input_stats(source, sorted({inputs[p.node] for p in aware} | {g.activation for g in groups}),
                         [p.activation for p in pairs], calibration)
     moments = stats.moments
     smoothing = apply_smoothing(model, pairs, stats.absmax, config.smooth_alpha)
     for tensor, s in smoothing.items():
         if tensor in moments:  # GPTQ must weigh the smoothed inputs the down weights now see
             moments[tensor] = smoothed_moments(moments[tensor], s)
+    # After smoothing, which scales the up projection's columns; these scale rows.
+    scaled = search_scales(model, groups, moments, {p.node: (p.bits, p.block) for p in plans})
     inits = {t.name: t for t in graph.initializer}
     nodes = {n.name: n for n in graph.node}
     written: dict[str, tuple[str, str, WeightPlan, int, int]] = {}
@@ -124,6 +129,7 @@ def write_nbits(source: Path, model: Any, config: WeightOnlyInt4Config,
             "data_aware_nodes": len(aware),
             "calibration_feeds": len(calibration) if aware or pairs else 0,
             "smoothed": _smoothing_note(smoothing, stats.absmax),
+            "scale_search": _scale_note(groups, scaled),
             "shared_embedding": shared,
             "merged_matmuls": {"groups": len(fused), "first": fused[0] if fused else []}}
 
@@ -145,6 +151,15 @@ def _smoothing_note(scales: dict[str, np.ndarray], absmax: dict[str, np.ndarray]
     worst = max(before, key=before.__getitem__)
     return {"inputs": len(scales), "worst": worst,
             "peak_over_median": [round(before[worst], 1), round(peak_ratio(absmax[worst], scales[worst]), 1)]}
+
+
+def _scale_note(groups: list[ScaleGroup], scaled: dict[str, tuple[float, float]]) -> dict[str, Any]:
+    """How many groups were searched and moved, and how much rounding error that saved."""
+    if not groups:
+        return {"groups": 0}
+    ratios = [r for _, r in scaled.values()]
+    return {"groups": len(groups), "scaled": len(scaled),
+            "error_ratio_median": round(float(np.median(ratios)), 3) if ratios else 1.0}
 
 
 def _share_tied_table(graph: Any, inits: dict[str, Any], written: dict[str, tuple]) -> list[str]:
