@@ -22,7 +22,8 @@ Two places absorb ``1/s`` for free:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -86,16 +87,16 @@ def scale_groups(model: Any) -> list[ScaleGroup]:
                 groups.append(ScaleGroup(node.output[0], tuple(u.name for u in users),
                                          tuple(u.input[1] for u in users), node.input[1], node.name))
         elif own_matmul(node):
-            value = _value_group(node, producers, counts)
-            source = producers.get(value.fold) if value is not None else None
-            if value is not None and own_matmul(source):
-                groups.append(replace(value, fold=source.input[1], owner=source.name))
+            value = _value_group(node, producers, counts, own_matmul)
+            if value is not None:
+                groups.append(value)
     return groups
 
 
-def _value_group(node: Any, producers: dict[str, Any], counts: dict[str, int]) -> ScaleGroup | None:
-    """The output projection's group (``fold`` still the value tensor) when its input is
-    attention over a value MatMul that nothing else reads."""
+def _value_group(node: Any, producers: dict[str, Any], counts: dict[str, int],
+                 own_matmul: Callable[[Any], bool]) -> ScaleGroup | None:
+    """The output projection's group when its input is attention over a value MatMul
+    with its own weight, and nothing else reads the tensors in between."""
     from onnx import helper
 
     reshape = producers.get(node.input[0])
@@ -106,11 +107,12 @@ def _value_group(node: Any, producers: dict[str, Any], counts: dict[str, int]) -
         return None
     attrs = {a.name: helper.get_attribute_value(a) for a in attention.attribute}
     heads, kv_heads = int(attrs.get("q_num_heads", 0)), int(attrs.get("kv_num_heads", 0))
+    value = producers.get(attention.input[2])
     if not heads or not kv_heads or heads % kv_heads or counts[reshape.input[0]] != 1:
         return None
-    if counts[attention.input[2]] != 1:
+    if counts[attention.input[2]] != 1 or not own_matmul(value):
         return None
-    return ScaleGroup(node.input[0], (node.name,), (node.input[1],), attention.input[2], "",
+    return ScaleGroup(node.input[0], (node.name,), (node.input[1],), value.input[1], value.name,
                       kv_heads=kv_heads, repeat=heads // kv_heads)
 
 
@@ -133,15 +135,13 @@ def search_scales(model: Any, groups: list[ScaleGroup], moments: dict[str, np.nd
         rms = group.pool(np.sqrt(np.maximum(np.diag(h), 1e-12)))
         errors = []
         for alpha in ALPHAS:
-            s = rms**alpha
-            full = group.expand(s / np.sqrt(s.max() * s.min()))
+            full = group.expand(_scales(rms, alpha))
             errors.append(sum(_error(w * full[:, None], h / np.outer(full, full), *layout[m])
                               for w, m in zip(weights, group.matmuls, strict=True)))
         best = int(np.argmin(errors))
         if ALPHAS[best] == 0.0:
             continue
-        s = rms ** ALPHAS[best]
-        s = s / np.sqrt(s.max() * s.min())
+        s = _scales(rms, ALPHAS[best])
         full = group.expand(s)
         fold = numpy_helper.to_array(inits[group.fold])
         # A norm weight [K] divides per channel; a value weight [K_in, channels] per column.
@@ -158,6 +158,12 @@ def search_scales(model: Any, groups: list[ScaleGroup], moments: dict[str, np.nd
         moments[group.activation] = h / np.outer(full, full)
         chosen[group.activation] = (float(ALPHAS[best]), float(errors[best] / max(errors[0], 1e-30)))
     return chosen
+
+
+def _scales(rms: np.ndarray, alpha: float) -> np.ndarray:
+    """``rms^alpha``, centred so the largest and smallest scale are reciprocal."""
+    s = rms**alpha
+    return s / np.sqrt(s.max() * s.min())
 
 
 def _error(w: np.ndarray, h: np.ndarray, bits: int, block: int) -> float:
