@@ -24,6 +24,9 @@ def check(cond: bool, message: str) -> None:
         raise RecipeError(message)
 
 
+KV_CACHE_MODES = ("in-place", "concat")
+
+
 @dataclass(frozen=True)
 class ExportConfig:
     """ONNX export settings."""
@@ -31,10 +34,16 @@ class ExportConfig:
     opset: int = 17
     # Sequence length of the example input used for tracing; axes stay dynamic.
     trace_seq_len: int = 16
+    # Decoders: "in-place" hands attention to onnxruntime's GroupQueryAttention, which
+    # writes each step's K/V into a preallocated cache buffer; "concat" keeps ONNX
+    # Attention (portable to any opset-23 runtime), whose present is a fresh copy.
+    kv_cache: str = "in-place"
 
     def __post_init__(self) -> None:
         check(14 <= self.opset <= 23, f"export.opset must be 14..23, got {self.opset}")
         check(self.trace_seq_len >= 2, "export.trace_seq_len must be >= 2")
+        check(self.kv_cache in KV_CACHE_MODES,
+              f"export.kv_cache must be one of {', '.join(KV_CACHE_MODES)}, got {self.kv_cache!r}")
 
 
 @dataclass(frozen=True)

@@ -91,29 +91,60 @@ def test_tied_embedding_is_stored_once(fixture, request):
 
 @pytest.mark.parametrize("fixture", MODELS)
 def test_attention_takes_the_cache_and_grouped_heads_itself(fixture, request):
-    """Every Attention reads the 3-D projections and the past directly: no per-head
-    Transpose/Reshape, no repeat_kv Expand, no cache Concat left in the graph."""
+    """Every layer's attention is one GroupQueryAttention that reads the 3-D projections
+    (unrotated: it applies the rotary itself) and the past directly: no per-head
+    Transpose/Reshape, no repeat_kv Expand, no cache Concat, no rotary tables stored."""
     path, io, loaded = request.getfixturevalue(fixture)
     nodes = onnx.load(str(path)).graph.node
-    attention = [n for n in nodes if n.op_type == "Attention"]
-    assert len(attention) == io.num_layers
+    attention = [n for n in nodes if n.op_type == "GroupQueryAttention"]
+    assert len(attention) == io.num_layers and io.cache_in_place
+    assert not [n for n in nodes if n.op_type in ("Attention", "RotaryEmbedding")]
     heads = loaded.model.config.num_attention_heads
+    rotary = fixture == "tiny_llama_onnx"
     for node in attention:
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        assert attrs["q_num_heads"] == heads and attrs["kv_num_heads"] == io.num_kv_heads
-        layer = node_layer(node)
-        assert list(node.input[4:]) == [f"past_key_values.{layer}.{k}" for k in ("key", "value")]
+        assert attrs["num_heads"] == heads and attrs["kv_num_heads"] == io.num_kv_heads
+        assert attrs.get("do_rotary", 0) == rotary
+        layer = node_layer(node, 3)
+        assert list(node.input[3:5]) == [f"past_key_values.{layer}.{k}" for k in ("key", "value")]
         assert list(node.output[1:]) == [f"present.{layer}.{k}" for k in ("key", "value")]
-    assert not [n for n in nodes if n.op_type == "Expand"]
+    _assert_no_per_head_plumbing(nodes)
+
+
+def test_concat_cache_keeps_onnx_attention(tiny_llama_lm, tmp_path):
+    """``kv_cache: concat`` stops at ONNX Attention (any opset-23 runtime), with the same
+    folding of the per-head plumbing, and the io says the cache is not in place."""
+    from transformers import AutoModelForCausalLM
+
+    from edgeopt.decoder.export import export_decoder
+    from edgeopt.recipe import ExportConfig
+    from edgeopt.tasks import LoadedModel
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_lm).eval()
+    artifact, io = export_decoder(LoadedModel(model, None), ExportConfig(kv_cache="concat"), tmp_path)
+    nodes = onnx.load(str(artifact.path)).graph.node
+    attention = [n for n in nodes if n.op_type == "Attention"]
+    assert len(attention) == io.num_layers and not io.cache_in_place
+    assert not [n for n in nodes if n.domain == "com.microsoft"]
+    for node in attention:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        assert attrs["q_num_heads"] == 4 and attrs["kv_num_heads"] == io.num_kv_heads
+        layer = node_layer(node, 4)
+        assert list(node.input[4:]) == [f"past_key_values.{layer}.{k}" for k in ("key", "value")]
+    _assert_no_per_head_plumbing(nodes)
+
+
+def _assert_no_per_head_plumbing(nodes) -> None:
+    assert not [n for n in nodes if n.op_type == "Expand" and not n.name.startswith("gqa")]
     per_head = [n for n in nodes if n.op_type == "Transpose"
                 and [onnx.helper.get_attribute_value(a) for a in n.attribute] == [[0, 2, 1, 3]]]
     assert not per_head
     assert not [n for n in nodes if n.op_type == "Concat" and n.input[0].startswith("past_key_values")]
 
 
-def node_layer(node) -> int:
-    """The layer an Attention node serves, from the past it reads."""
-    return int(node.input[4].split(".")[1])
+def node_layer(node, past_slot: int) -> int:
+    """The layer an attention node serves, from the past it reads at ``past_slot``."""
+    return int(node.input[past_slot].split(".")[1])
 
 
 def test_a_fold_that_changes_outputs_is_reverted(tiny_llama_lm, tmp_path, monkeypatch):
@@ -137,9 +168,10 @@ def test_a_fold_that_changes_outputs_is_reverted(tiny_llama_lm, tmp_path, monkey
 
 @pytest.mark.parametrize(("family", "three_d"), [("qwen2", 2), ("qwen3", 0)])
 def test_qwen_attention_folds_as_far_as_its_pattern_allows(family, three_d, tmp_path):
-    """Qwen2 (biased projections) folds fully; Qwen3 normalizes q and k per head between
-    the reshape and the transpose, so only its grouped K/V copies go. Either way the
-    cache still reproduces a full recompute."""
+    """Qwen2 (biased projections) folds fully, down to an in-place cache; Qwen3
+    normalizes q and k per head between the reshape and the transpose, so only its
+    grouped K/V copies go and its cache concatenates. Either way the cache still
+    reproduces a full recompute."""
     from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
     from edgeopt.decoder.export import export_decoder
@@ -153,7 +185,8 @@ def test_qwen_attention_folds_as_far_as_its_pattern_allows(family, three_d, tmp_
                                  num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)).eval()
     notes: dict = {}
     artifact, io = export_decoder(LoadedModel(model, None), ExportConfig(), tmp_path, notes)
-    assert notes["attention_folded"] == {"grouped_kv": 2, "three_d": three_d}
+    assert notes["attention_folded"] == {"grouped_kv": 2, "three_d": three_d, "in_place_cache": three_d}
+    assert io.cache_in_place == bool(three_d)
     lm = OnnxCausalLM.from_file(artifact.path, io, threads=1)
     ids = np.arange(5, 17, dtype=np.int64)[None]
     last, past = lm.prefill(ids[0, :-1].tolist())

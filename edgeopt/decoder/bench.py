@@ -149,14 +149,18 @@ def probe_memory(spec: dict[str, Any], tokens: BenchTokens, threads: int) -> dic
 
 
 def _onnx_fns(lm: OnnxCausalLM, tokens: BenchTokens) -> tuple[Callable[[], Any], Callable[[], Any]]:
-    _, start = lm.prefill(tokens.prompt)
+    # Room for the whole continuation, as generate() allocates: no run grows the cache.
+    capacity = len(tokens.prompt) + len(tokens.continuation)
+    _, start = lm.prefill(tokens.prompt, capacity)
 
     def decode() -> None:
-        past = start  # the arrays are never written to, so every run starts from the prompt
+        # Every run starts from the prompt: concatenated pasts are never written to, and
+        # an in-place cache is overwritten from the prompt's end on.
+        past = start
         for token in tokens.continuation:
             _, past = lm.step(token, past)
 
-    return (lambda: lm.prefill(tokens.prompt)), decode
+    return (lambda: lm.prefill(tokens.prompt, capacity)), decode
 
 
 def _torch_fns(lm: TorchCausalLM, tokens: BenchTokens) -> tuple[Callable[[], Any], Callable[[], Any]]:

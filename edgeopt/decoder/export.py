@@ -12,11 +12,13 @@ from __future__ import annotations
 import ast
 import logging
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeopt.artifact import OnnxArtifact
 from edgeopt.decoder.attention import fold_attention, same_outputs
+from edgeopt.decoder.gqa import to_group_query_attention
 from edgeopt.decoder.io import DecoderIO, decoder_io
 from edgeopt.errors import ModelError
 from edgeopt.recipe import ExportConfig
@@ -70,10 +72,10 @@ def export_decoder(loaded: LoadedModel, config: ExportConfig, workdir: Path,
         for log, level in zip(loggers, previous, strict=True):
             log.setLevel(level)
     heads = int(model.config.get_text_config(decoder=True).num_attention_heads)
-    folded = _finish_graph(out, io, heads, tuple(a.numpy() for a in args))
+    folded = _finish_graph(out, io, heads, tuple(a.numpy() for a in args), config.kv_cache)
     if notes is not None:
         notes["attention_folded"] = folded
-    return OnnxArtifact(out), io
+    return OnnxArtifact(out), replace(io, cache_in_place=folded["in_place_cache"] > 0)
 
 
 def kv_cache_module(model: Any, io: DecoderIO) -> torch.nn.Module:
@@ -155,10 +157,12 @@ def _example_inputs(io: DecoderIO, seq_len: int) -> tuple[tuple[Any, ...], tuple
     return (ids, mask, pos, *past), shapes
 
 
-def _finish_graph(path: Path, io: DecoderIO, heads: int, example: tuple[Any, ...]) -> dict[str, Any]:
-    """Name the dynamic axes as the io says and the projections after their modules, and
-    fold the attention plumbing into ONNX Attention when the result matches the export
-    on ``example`` feeds; returns what was folded."""
+def _finish_graph(path: Path, io: DecoderIO, heads: int, example: tuple[Any, ...],
+                  kv_cache: str) -> dict[str, Any]:
+    """Name the dynamic axes as the io says and the projections after their modules, fold
+    the attention plumbing into ONNX Attention and, for an ``"in-place"`` ``kv_cache``,
+    hand every layer's Attention to GroupQueryAttention; each rewrite is kept only when
+    the graph still matches the export on ``example`` feeds. Returns what was done."""
     import onnx
 
     model = onnx.load(str(path))
@@ -175,12 +179,25 @@ def _finish_graph(path: Path, io: DecoderIO, heads: int, example: tuple[Any, ...
     name_projections(model)
     exported = model.SerializeToString()
     folded = fold_attention(model, heads, io.num_kv_heads)
-    notes: dict[str, Any] = {"grouped_kv": folded.grouped_kv, "three_d": folded.three_d}
+    notes: dict[str, Any] = {"grouped_kv": folded.grouped_kv, "three_d": folded.three_d,
+                             "in_place_cache": 0}
     feeds = dict(zip(io.input_names, example, strict=True))
     if (folded.grouped_kv or folded.three_d) and not same_outputs(exported, model.SerializeToString(), feeds):
         # A pattern matched where it should not have: ship the plain export.
         model = onnx.load_from_string(exported)
-        notes = {"grouped_kv": 0, "three_d": 0, "reverted": "outputs differed from the export"}
+        notes = {"grouped_kv": 0, "three_d": 0, "in_place_cache": 0,
+                 "reverted": "outputs differed from the export"}
+    if kv_cache == "in-place" and notes["three_d"]:
+        before = model.SerializeToString()
+        layers = to_group_query_attention(model)
+        # A cache buffer shared by past and present only works when every layer writes in
+        # place: a concatenating layer's present would outgrow the buffer.
+        if layers == io.num_layers and same_outputs(before, model.SerializeToString(), feeds):
+            notes["in_place_cache"] = layers
+        else:
+            model = onnx.load_from_string(before)
+            notes["in_place_skipped"] = (f"{layers} of {io.num_layers} layers matched"
+                                         if layers != io.num_layers else "outputs differed")
     onnx.save(model, str(path))
     return notes
 

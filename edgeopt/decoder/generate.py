@@ -3,6 +3,10 @@ the KV cache. Greedy decoding reproduces transformers' ``generate(do_sample=Fals
 token for token on an fp32 bundle; sampling applies temperature, then top-k, then top-p
 (transformers' order) with its own seeded generator, so it is reproducible per seed but
 does not draw the same tokens as torch's generator.
+
+Graphs exported with an in-place cache (``DecoderIO.cache_in_place``) run batch-1
+prefill and decode through :class:`BufferCache`: preallocated buffers bound as both past
+and present, so a step writes one position per layer instead of copying the cache.
 """
 
 from __future__ import annotations
@@ -18,6 +22,49 @@ from edgeopt.decoder.io import DecoderIO
 from edgeopt.errors import BundleError, UsageError
 
 Past = dict[str, np.ndarray]
+# Room a prefill leaves in an in-place cache when the caller does not say how many
+# tokens will follow; a step that runs out doubles the buffers.
+DEFAULT_ROOM = 256
+
+
+@dataclass(frozen=True)
+class BufferCache:
+    """A batch-1 KV cache in preallocated buffers that each step writes its new K/V into.
+
+    Stepping from a state writes the buffers from its ``length`` on, so every state
+    longer than it stops being valid: stepping again from an earlier state (a benchmark
+    repeat) is fine, two branches from one state are not.
+    """
+
+    arrays: dict[str, np.ndarray]  # past name -> [1, kv_heads, capacity, head_dim]
+    values: dict[str, Any]  # the same memory as onnxruntime OrtValues, for binding
+    length: int
+
+    @classmethod
+    def allocate(cls, io: DecoderIO, capacity: int) -> BufferCache:
+        from onnxruntime import OrtValue
+
+        shape = (1, io.num_kv_heads, capacity, io.head_dim)
+        arrays = {name: np.zeros(shape, np.float32) for name in io.past_names}
+        # A CPU OrtValue made from an array wraps (and keeps alive) the array's memory.
+        return cls(arrays, {n: OrtValue.ortvalue_from_numpy(a) for n, a in arrays.items()}, 0)
+
+    @property
+    def capacity(self) -> int:
+        return next(iter(self.arrays.values())).shape[2]
+
+    def with_room(self, io: DecoderIO, needed: int) -> BufferCache:
+        """This state, moved to buffers twice as large when fewer than ``needed``
+        positions are free."""
+        if self.length + needed <= self.capacity:
+            return self
+        grown = BufferCache.allocate(io, max(2 * self.capacity, self.length + needed))
+        for name, array in self.arrays.items():
+            grown.arrays[name][:, :, :self.length] = array[:, :, :self.length]
+        return BufferCache(grown.arrays, grown.values, self.length)
+
+
+Cache = Past | BufferCache
 
 
 @dataclass(frozen=True)
@@ -51,6 +98,9 @@ class OnnxCausalLM:
             raise BundleError(f"the graph lacks decoder inputs {', '.join(missing[:4])}; "
                               "it was not exported by edgeopt's decoder path")
         self._outputs = io.output_names
+        # Buffers bound in place must live where the kernels run; other providers get the
+        # plain concatenating calls, which the same graph also answers.
+        self.in_place = io.cache_in_place and session.get_providers()[:1] == ["CPUExecutionProvider"]
 
     @classmethod
     def from_file(cls, path: Path | str, io: DecoderIO, tokenizer: Any = None, threads: int = 2,
@@ -97,18 +147,41 @@ class OnnxCausalLM:
         pos = np.broadcast_to(np.arange(length, dtype=np.int64), ids.shape).copy()
         return self.forward(ids, np.ones_like(ids), pos, self.io.empty_past(batch))[0]
 
-    def prefill(self, prompt: Sequence[int]) -> tuple[np.ndarray, Past]:
-        """Run the prompt (batch 1); returns the last position's logits and the cache."""
+    def prefill(self, prompt: Sequence[int], capacity: int | None = None) -> tuple[np.ndarray, Cache]:
+        """Run the prompt (batch 1); returns the last position's logits and the cache.
+        ``capacity``: total tokens the cache should hold without growing (in-place
+        graphs only; default: the prompt plus ``DEFAULT_ROOM``)."""
         if not prompt:
             raise UsageError("the prompt is empty; pass at least one token")
+        if self.in_place:
+            room = capacity or len(prompt) + DEFAULT_ROOM
+            cache = BufferCache.allocate(self.io, max(room, len(prompt)))
+            return self._run_in_place(list(prompt), cache)
         logits, past = self.forward(*_feeds(list(prompt), 0), self.io.empty_past(1))
         return logits[0, -1], past
 
-    def step(self, token: int, past: Past) -> tuple[np.ndarray, Past]:
-        """Feed one token after ``past``; returns its logits and the grown cache."""
-        length = next(iter(past.values())).shape[2]
-        logits, past = self.forward(*_feeds([token], length), past)
+    def step(self, token: int, cache: Cache) -> tuple[np.ndarray, Cache]:
+        """Feed one token after ``cache``; returns its logits and the grown cache."""
+        if isinstance(cache, BufferCache):
+            return self._run_in_place([token], cache.with_room(self.io, 1))
+        length = next(iter(cache.values())).shape[2]
+        logits, past = self.forward(*_feeds([token], length), cache)
         return logits[0, -1], past
+
+    def _run_in_place(self, tokens: list[int], cache: BufferCache) -> tuple[np.ndarray, BufferCache]:
+        """One graph call whose presents are written into ``cache``'s own buffers."""
+        ids, mask, pos = _feeds(tokens, cache.length)
+        binding = self.session.io_binding()
+        binding.bind_cpu_input("input_ids", ids)
+        binding.bind_cpu_input("attention_mask", mask)
+        binding.bind_cpu_input("position_ids", pos)
+        binding.bind_output("logits", "cpu")
+        for past, present in zip(self.io.past_names, self.io.present_names, strict=True):
+            binding.bind_ortvalue_input(past, cache.values[past])
+            binding.bind_ortvalue_output(present, cache.values[past])
+        self.session.run_with_iobinding(binding)
+        logits = binding.get_outputs()[0].numpy()
+        return logits[0, -1], BufferCache(cache.arrays, cache.values, cache.length + len(tokens))
 
     # -- decoding --------------------------------------------------------------------------------
     def generate(self, prompt: Sequence[int], max_new_tokens: int,
@@ -125,7 +198,7 @@ class OnnxCausalLM:
                              f"the model's {limit} positions; shorten one of them")
         pick = _greedy if sampling is None else _sampler(sampling)
         eos = set(self.io.eos_token_ids) if stop_at_eos else set()
-        logits, past = self.prefill(prompt)
+        logits, past = self.prefill(prompt, capacity=len(prompt) + max_new_tokens)
         out: list[int] = []
         while True:
             token = pick(logits)

@@ -10,6 +10,13 @@ One graph serves prefill and decode:
     present.{i}.key / .value           float32 [batch, kv_heads, total_sequence, head_dim]
 
 Prefill feeds a zero-length past; each decode step feeds the previous presents back.
+
+When the io says ``cache_in_place``, the graph also accepts each past as a buffer with
+room to spare: ``past_sequence`` is then the buffer's capacity, the attention mask's
+length still says how many positions are filled (``total_sequence``), and the present
+has the buffer's shape with the new positions written after the filled ones. Binding
+present to the same buffer as past (onnxruntime IOBinding) makes a decode step write
+only its new K/V instead of copying the cache.
 """
 
 from __future__ import annotations
@@ -43,6 +50,8 @@ class DecoderIO:
     # Longest sequence the position table (or RoPE config) was trained for.
     max_positions: int | None
     eos_token_ids: tuple[int, ...] = ()
+    # Past and present may share one preallocated buffer per cache tensor (see above).
+    cache_in_place: bool = False
     version: int = IO_VERSION
 
     def __post_init__(self) -> None:
@@ -103,7 +112,8 @@ class DecoderIO:
             return cls(num_layers=int(data["num_layers"]), num_kv_heads=int(data["num_kv_heads"]),
                        head_dim=int(data["head_dim"]), vocab_size=int(data["vocab_size"]),
                        max_positions=None if max_pos is None else int(max_pos),
-                       eos_token_ids=tuple(int(t) for t in data.get("eos_token_ids", ())))
+                       eos_token_ids=tuple(int(t) for t in data.get("eos_token_ids", ())),
+                       cache_in_place=bool(data.get("cache_in_place", False)))
         except (KeyError, TypeError, ValueError) as err:
             raise BundleError(f"manifest decoder section is malformed ({err}); recompile the "
                               "bundle") from None

@@ -46,7 +46,7 @@ def _run_onnx(spec: dict[str, Any]) -> int:
     baseline = _current_rss_bytes()
     lm = OnnxCausalLM.from_file(spec["path"], io, threads=spec["threads"],
                                 disabled_optimizers=spec.get("disabled_optimizers", ()))
-    _, past = lm.prefill(spec["prompt"])
+    _, past = lm.prefill(spec["prompt"], len(spec["prompt"]) + len(spec["continuation"]))
     for token in spec["continuation"]:
         _, past = lm.step(token, past)
     return baseline

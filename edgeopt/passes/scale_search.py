@@ -93,6 +93,11 @@ def scale_groups(model: Any) -> list[ScaleGroup]:
     return groups
 
 
+# Attention ops whose third input is V, by the attribute naming their query heads (ONNX
+# Attention, and onnxruntime's GroupQueryAttention of an in-place KV cache).
+_HEADS_ATTR = {"Attention": "q_num_heads", "GroupQueryAttention": "num_heads"}
+
+
 def _value_group(node: Any, producers: dict[str, Any], counts: dict[str, int],
                  own_matmul: Callable[[Any], bool]) -> ScaleGroup | None:
     """The output projection's group when its input is attention over a value MatMul
@@ -103,10 +108,11 @@ def _value_group(node: Any, producers: dict[str, Any], counts: dict[str, int],
     if reshape is None or reshape.op_type != "Reshape" or counts[node.input[0]] != 1:
         return None
     attention = producers.get(reshape.input[0])
-    if attention is None or attention.op_type != "Attention" or len(attention.input) < 3:
+    if attention is None or attention.op_type not in _HEADS_ATTR or len(attention.input) < 3:
         return None
     attrs = {a.name: helper.get_attribute_value(a) for a in attention.attribute}
-    heads, kv_heads = int(attrs.get("q_num_heads", 0)), int(attrs.get("kv_num_heads", 0))
+    heads = int(attrs.get(_HEADS_ATTR[attention.op_type], 0))
+    kv_heads = int(attrs.get("kv_num_heads", 0))
     value = producers.get(attention.input[2])
     if not heads or not kv_heads or heads % kv_heads or counts[reshape.input[0]] != 1:
         return None
