@@ -58,6 +58,8 @@ def test_quant_method_selects_config_type():
         ({"name": "r", "description": "d", "quantize": {"method": "dynamic-int8", "colour": 1}},
          "unknown key(s) in quantize: colour"),
         ({"name": "r", "description": "d", "export": {"opset": 9}}, "export.opset"),
+        ({"name": "r", "description": "d", "export": {"kv_cache": "paged"}},
+         "export.kv_cache must be one of in-place, concat, got 'paged'"),
         ({"name": "r", "description": "d", "bench": {"threads": "two"}}, "bench.threads"),
         ({"name": "r", "description": "d", "gates": {"text-classification":
                                                     {"min_label_agreement": 1.5}}}, "within"),
