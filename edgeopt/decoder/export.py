@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import logging
 import warnings
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -177,29 +178,37 @@ def _finish_graph(path: Path, io: DecoderIO, heads: int, example: tuple[Any, ...
                 dim.dim_value = want
     del graph.value_info[:]  # the exporter's s-symbols on intermediates would contradict the names
     name_projections(model)
-    exported = model.SerializeToString()
-    folded = fold_attention(model, heads, io.num_kv_heads)
-    notes: dict[str, Any] = {"grouped_kv": folded.grouped_kv, "three_d": folded.three_d,
-                             "in_place_cache": 0}
     feeds = dict(zip(io.input_names, example, strict=True))
-    if (folded.grouped_kv or folded.three_d) and not same_outputs(exported, model.SerializeToString(), feeds):
-        # A pattern matched where it should not have: ship the plain export.
-        model = onnx.load_from_string(exported)
-        notes = {"grouped_kv": 0, "three_d": 0, "in_place_cache": 0,
-                 "reverted": "outputs differed from the export"}
+    folded, kept = _checked(model, feeds, lambda m: fold_attention(m, heads, io.num_kv_heads),
+                            lambda f: bool(f.grouped_kv or f.three_d))
+    notes: dict[str, Any] = {"grouped_kv": folded.grouped_kv if kept else 0,
+                             "three_d": folded.three_d if kept else 0, "in_place_cache": 0}
+    if not kept and (folded.grouped_kv or folded.three_d):
+        notes["reverted"] = "outputs differed from the export"  # a pattern matched wrongly
     if kv_cache == "in-place" and notes["three_d"]:
-        before = model.SerializeToString()
-        layers = to_group_query_attention(model)
         # A cache buffer shared by past and present only works when every layer writes in
         # place: a concatenating layer's present would outgrow the buffer.
-        if layers == io.num_layers and same_outputs(before, model.SerializeToString(), feeds):
+        layers, kept = _checked(model, feeds, to_group_query_attention, lambda n: n == io.num_layers)
+        if kept:
             notes["in_place_cache"] = layers
         else:
-            model = onnx.load_from_string(before)
             notes["in_place_skipped"] = (f"{layers} of {io.num_layers} layers matched"
                                          if layers != io.num_layers else "outputs differed")
     onnx.save(model, str(path))
     return notes
+
+
+def _checked(model: Any, feeds: dict[str, Any], rewrite: Callable[[Any], Any],
+             wanted: Callable[[Any], bool]) -> tuple[Any, bool]:
+    """Apply ``rewrite`` to ``model`` in place and keep it only when its result is
+    ``wanted`` and the outputs on ``feeds`` stay the same; otherwise restore ``model``.
+    Returns the rewrite's result and whether it was kept."""
+    before = model.SerializeToString()
+    result = rewrite(model)
+    if wanted(result) and same_outputs(before, model.SerializeToString(), feeds):
+        return result, True
+    model.ParseFromString(before)
+    return result, False
 
 
 def name_projections(model: Any) -> int:
