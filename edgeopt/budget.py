@@ -26,10 +26,10 @@ from typing import Any
 
 from edgeopt.artifact import OnnxArtifact, PassRecord
 from edgeopt.diagnosis import layer_of
+from edgeopt.gates import ParityResult
 from edgeopt.passes.quantize import QuantContext, budget_candidates, quantize
 from edgeopt.recipe import AccuracyBudget
 from edgeopt.runtime import conform_feeds, fixed_input_shape
-from edgeopt.validate import ParityResult
 
 # Judges one compiled model on the eval data (every gate, the budget's included).
 Evaluate = Callable[[OnnxArtifact], ParityResult]

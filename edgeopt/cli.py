@@ -14,6 +14,7 @@ import click
 
 from edgeopt import __version__
 from edgeopt.errors import EdgeoptError, UsageError
+from edgeopt.families import TASKS
 
 
 class _Group(click.Group):
@@ -47,7 +48,7 @@ def cli() -> None:
 
 
 def _parse_gates(values: tuple[str, ...]) -> dict[str, float | None]:
-    from edgeopt.validate import GATE_METRICS
+    from edgeopt.gates import GATE_METRICS
 
     gates: dict[str, float | None] = {}
     for item in values:
@@ -70,7 +71,7 @@ def _parse_gates(values: tuple[str, ...]) -> dict[str, float | None]:
 @click.option("--target", "-t", help="Target name (see `edgeopt targets`).")
 @click.option("--recipe", type=click.Path(dir_okay=False), help="A recipe YAML file instead of --target.")
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Bundle folder to create.")
-@click.option("--task", type=click.Choice(["text-classification", "feature-extraction", "text-generation"]),
+@click.option("--task", type=click.Choice(TASKS),
               help="Override the task detected from the model config.")
 @click.option("--eval-data", type=click.Path(dir_okay=False),
               help="TSV/CSV/JSONL with a 'text' or 'sentence' column (and optional 'label').")

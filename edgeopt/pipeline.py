@@ -20,6 +20,7 @@ from edgeopt.bundle import StagedBundle, write_manifest
 from edgeopt.diagnosis import Diagnosis
 from edgeopt.errors import RecipeError
 from edgeopt.evaldata import EvalData
+from edgeopt.gates import ParityResult
 from edgeopt.passes.export import export_encoder
 from edgeopt.passes.optimize import optimize_encoder
 from edgeopt.passes.quantize import QuantContext, quantize
@@ -28,7 +29,7 @@ from edgeopt.report import Report
 from edgeopt.runtime import fixed_input_shape
 from edgeopt.source import SourceModel
 from edgeopt.tasks import ENCODER_TASKS, EncoderTask, load_torch
-from edgeopt.validate import ParityResult, reference_outputs, validate_encoder
+from edgeopt.validate import reference_outputs, validate_encoder
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from edgeopt.errors import RecipeError
+from edgeopt.families import FEATURE_EXTRACTION, TEXT_CLASSIFICATION, TEXT_GENERATION
+from edgeopt.gates import Gates
 
 RECIPE_VERSION = 1
 
@@ -282,35 +284,6 @@ for _cls in (NoQuantConfig, DynamicInt8Config, WeightOnlyInt4Config, StaticInt8C
 
 
 @dataclass(frozen=True)
-class Gates:
-    """Parity gates; ``None`` means the metric is reported but not gated."""
-
-    min_label_agreement: float | None = None
-    max_accuracy_drop: float | None = None
-    min_cosine_min: float | None = None
-    min_cosine_mean: float | None = None
-    min_sqnr_db: float | None = None
-    max_abs_error: float | None = None
-    # Decoders: perplexity of the bundle over the original's, teacher-forced next-token
-    # agreement, and the minimum per-position cosine of the prefill logits.
-    max_perplexity_ratio: float | None = None
-    min_token_agreement: float | None = None
-    min_prefill_cosine: float | None = None
-
-    def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            if v is None:
-                continue
-            check(isinstance(v, (int, float)), f"gates.{f.name} must be a number")
-            if f.name in ("min_label_agreement", "min_cosine_min", "min_cosine_mean",
-                          "min_token_agreement", "min_prefill_cosine"):
-                check(-1.0 <= v <= 1.0, f"gates.{f.name} must be within [-1, 1], got {v}")
-            if f.name in ("max_accuracy_drop", "max_abs_error"):
-                check(v >= 0, f"gates.{f.name} must be >= 0, got {v}")
-
-
-@dataclass(frozen=True)
 class AccuracyBudget:
     """How much quantization may cost, on the eval data; edgeopt keeps the most
     sensitive layers in higher precision until it holds (see :mod:`edgeopt.budget`)."""
@@ -335,13 +308,13 @@ class AccuracyBudget:
         """The parity gates that say whether the budget holds for ``task``."""
         out: dict[str, float] = {}
         if self.max_accuracy_drop is not None:
-            check(task == "text-classification",
+            check(task == TEXT_CLASSIFICATION,
                    f"max_accuracy_drop needs a classifier; {task} models have no accuracy "
                    "(use min_agreement, the lowest cosine, for embeddings)")
             out["max_accuracy_drop"] = self.max_accuracy_drop
         if self.min_agreement is not None:
-            key = "min_label_agreement" if task == "text-classification" else "min_cosine_min"
-            check(task in ("text-classification", "feature-extraction"),
+            key = "min_label_agreement" if task == TEXT_CLASSIFICATION else "min_cosine_min"
+            check(task in (TEXT_CLASSIFICATION, FEATURE_EXTRACTION),
                    f"accuracy budgets apply to classifiers and embedding models, not {task}")
             out[key] = self.min_agreement
         return out
@@ -353,6 +326,7 @@ class TaskGates:
 
     text_classification: Gates = field(default_factory=Gates)
     feature_extraction: Gates = field(default_factory=Gates)
+    token_classification: Gates = field(default_factory=Gates)
     text_generation: Gates = field(default_factory=Gates)
 
     def for_task(self, task: str) -> Gates:
@@ -411,7 +385,7 @@ class Recipe:
 
     def quantize_for(self, task: str) -> QuantConfig:
         """The quantization a model of ``task`` gets."""
-        if task == "text-generation" and self.decoder_quantize is not None:
+        if task == TEXT_GENERATION and self.decoder_quantize is not None:
             return self.decoder_quantize
         return self.quantize
 

@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from edgeopt.errors import ModelError
-
-TASKS = ("text-classification", "feature-extraction", "text-generation")
-
-# Architectures edgeopt has adapters for, per task family.
-ENCODER_TYPES = ("bert", "roberta", "xlm-roberta", "distilbert", "electra", "mpnet")
-DECODER_TYPES = ("llama", "qwen2", "qwen3", "mistral", "gpt2")
+from edgeopt.families import (
+    ENCODER_TYPES,
+    FEATURE_EXTRACTION,
+    TASKS,
+    TEXT_CLASSIFICATION,
+    TEXT_GENERATION,
+    model_types_for,
+)
 
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
@@ -100,7 +102,7 @@ def inspect_model(
         raise ModelError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
     task = task or detect_task(architecture, model_type, library)
     _check_supported(path, task, model_type, architecture)
-    pooling, normalize = _sentence_transformers_pooling(path) if task == "feature-extraction" else (
+    pooling, normalize = _sentence_transformers_pooling(path) if task == FEATURE_EXTRACTION else (
         None, False)
     return SourceModel(
         path=path,
@@ -112,7 +114,7 @@ def inspect_model(
         uses_pickle=uses_pickle,
         pooling=pooling,
         normalize=normalize,
-        label_names=_label_names(config) if task == "text-classification" else None,
+        label_names=_label_names(config) if task == TEXT_CLASSIFICATION else None,
         config=config,
     )
 
@@ -172,13 +174,13 @@ def _check_safetensors(file: Path) -> None:
 def detect_task(architecture: str, model_type: str, library: str) -> str:
     """Task from the architecture name; sentence-transformers folders embed."""
     if library == "sentence_transformers":
-        return "feature-extraction"
+        return FEATURE_EXTRACTION
     if architecture.endswith("ForSequenceClassification"):
-        return "text-classification"
+        return TEXT_CLASSIFICATION
     if architecture.endswith(("ForCausalLM", "LMHeadModel")):
-        return "text-generation"
+        return TEXT_GENERATION
     if architecture.endswith("Model") and model_type in ENCODER_TYPES:
-        return "feature-extraction"
+        return FEATURE_EXTRACTION
     raise ModelError(
         f"cannot tell the task of architecture {architecture or '(none)'!r}; pass --task "
         f"({', '.join(TASKS)})"
@@ -186,7 +188,7 @@ def detect_task(architecture: str, model_type: str, library: str) -> str:
 
 
 def _check_supported(path: Path, task: str, model_type: str, architecture: str) -> None:
-    family = DECODER_TYPES if task == "text-generation" else ENCODER_TYPES
+    family = model_types_for(task)
     if model_type not in family:
         raise ModelError(
             f"{path}: model_type {model_type or '(missing)'!r} ({architecture or 'no architecture'}) "

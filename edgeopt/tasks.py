@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgeopt.errors import ModelError
+from edgeopt.families import FEATURE_EXTRACTION, TEXT_CLASSIFICATION
 from edgeopt.source import SourceModel
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ def load_torch(src: SourceModel, trust_remote_code: bool = False) -> LoadedModel
     hf_logging.set_verbosity_error()
 
     model_class = TasksManager.get_model_class_for_task(
-        "feature-extraction" if src.task == "feature-extraction" else src.task,
+        src.task,
         framework="pt",
         library="transformers",
     )
@@ -215,6 +216,6 @@ class EmbeddingTask(EncoderTask):
         return {}
 
 ENCODER_TASKS: dict[str, type[EncoderTask]] = {
-    "text-classification": ClassificationTask,
-    "feature-extraction": EmbeddingTask,
+    TEXT_CLASSIFICATION: ClassificationTask,
+    FEATURE_EXTRACTION: EmbeddingTask,
 }

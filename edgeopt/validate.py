@@ -7,7 +7,6 @@ means (exit 1, or keep the bundle with ``--no-fail-on-parity``).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,74 +14,11 @@ import numpy as np
 
 from edgeopt.errors import DataError
 from edgeopt.evaldata import EvalData
+from edgeopt.families import TEXT_CLASSIFICATION
+from edgeopt.gates import Gates, ParityResult, check_gates
 from edgeopt.metrics import output_metrics
-from edgeopt.recipe import Gates
 from edgeopt.runtime import make_session, run_one
 from edgeopt.tasks import EncoderTask
-
-# gate field -> (metric name, "min" means metric >= threshold, "max" means <=)
-GATE_METRICS: dict[str, tuple[str, str]] = {
-    "min_label_agreement": ("label_agreement", "min"),
-    "max_accuracy_drop": ("accuracy_drop", "max"),
-    "min_cosine_min": ("cosine_min", "min"),
-    "min_cosine_mean": ("cosine_mean", "min"),
-    "min_sqnr_db": ("sqnr_db", "min"),
-    "max_abs_error": ("max_abs_error", "max"),
-    "max_perplexity_ratio": ("perplexity_ratio", "max"),
-    "min_token_agreement": ("token_agreement", "min"),
-    "min_prefill_cosine": ("prefill_cosine_min", "min"),
-}
-
-
-@dataclass
-class GateCheck:
-    gate: str
-    metric: str
-    threshold: float
-    value: float | None
-    passed: bool | None  # None: metric not measurable on this data (e.g. no labels)
-
-    def describe(self) -> str:
-        op = ">=" if GATE_METRICS[self.gate][1] == "min" else "<="
-        if self.value is None:
-            return f"{self.metric} not measured (needs labelled data)"
-        return f"{self.metric} {self.value:.4f} (gate {op} {self.threshold:g})"
-
-
-@dataclass
-class ParityResult:
-    rows: int
-    source: str
-    metrics: dict[str, float]
-    checks: list[GateCheck] = field(default_factory=list)
-
-    @property
-    def failures(self) -> list[str]:
-        return [c.describe() for c in self.checks if c.passed is False]
-
-    @property
-    def passed(self) -> bool:
-        return not self.failures
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"rows": self.rows, "source": self.source, "passed": self.passed,
-                "metrics": self.metrics, "gates": [asdict(c) for c in self.checks]}
-
-
-def check_gates(metrics: dict[str, float], gates: Gates) -> list[GateCheck]:
-    """Compare metrics with every gate that is set."""
-    checks = []
-    for gate, (metric, kind) in GATE_METRICS.items():
-        threshold = getattr(gates, gate)
-        if threshold is None:
-            continue
-        value = metrics.get(metric)
-        if value is None:
-            checks.append(GateCheck(gate, metric, threshold, None, None))
-            continue
-        ok = value >= threshold if kind == "min" else value <= threshold + 1e-12
-        checks.append(GateCheck(gate, metric, threshold, value, bool(ok)))
-    return checks
 
 
 def batched_outputs(
@@ -129,7 +65,7 @@ def _check_labels(task: EncoderTask, data: EvalData) -> None:
     if data.labels is None:
         return
     names = task.src.label_names
-    if task.src.task != "text-classification":
+    if task.src.task != TEXT_CLASSIFICATION:
         return
     n = len(names) if names else int(task.src.config.get("num_labels", 2))
     bad = np.flatnonzero((data.labels < 0) | (data.labels >= n))

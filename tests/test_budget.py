@@ -19,12 +19,12 @@ from onnx import TensorProto, helper, numpy_helper
 from edgeopt.artifact import OnnxArtifact, PassRecord
 from edgeopt.budget import fit_budget, rank_sensitivity
 from edgeopt.errors import DataError, RecipeError
+from edgeopt.gates import ParityResult, check_gates
 from edgeopt.intermediates import diagnose_onnx
 from edgeopt.metrics import output_metrics
 from edgeopt.passes.quantize import QuantContext, quantize
 from edgeopt.recipe import AccuracyBudget, DynamicInt8Config, Gates, StaticInt8Config
 from edgeopt.runtime import make_session
-from edgeopt.validate import ParityResult, check_gates
 
 # Three MatMuls in a row; names carry their layer like an export:
 #

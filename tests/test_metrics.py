@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from edgeopt.gates import check_gates
 from edgeopt.metrics import output_metrics, row_cosine, sqnr_db
 from edgeopt.recipe import Gates
-from edgeopt.validate import check_gates
 
 
 def test_sqnr_of_known_noise():

@@ -20,6 +20,7 @@ import numpy as np
 
 from edgeopt.decoder.io import DecoderIO
 from edgeopt.errors import BundleError, UsageError
+from edgeopt.families import TEXT_GENERATION
 
 Past = dict[str, np.ndarray]
 # Room a prefill leaves in an in-place cache when the caller does not say how many
@@ -125,7 +126,7 @@ class OnnxCausalLM:
 
         bundle = Path(bundle)
         manifest = read_manifest(bundle)
-        if manifest.get("task") != "text-generation" or "decoder" not in manifest:
+        if manifest.get("task") != TEXT_GENERATION or "decoder" not in manifest:
             raise BundleError(f"{bundle} holds a {manifest.get('task')} model, not a text "
                               "generator; compile a causal LM to generate")
         io = DecoderIO.from_dict(manifest["decoder"])

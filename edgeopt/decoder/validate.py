@@ -24,9 +24,9 @@ from edgeopt.decoder.evaltext import prompts_from_text, token_windows
 from edgeopt.decoder.generate import OnnxCausalLM
 from edgeopt.decoder.reference import TorchCausalLM, torch_threads
 from edgeopt.errors import UsageError
+from edgeopt.gates import ParityResult, check_gates
 from edgeopt.metrics import row_cosine
 from edgeopt.recipe import Gates
-from edgeopt.validate import ParityResult, check_gates
 
 
 @dataclass(frozen=True)
