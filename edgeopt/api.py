@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgeopt.artifact import Journal
 from edgeopt.bundle import check_output
-from edgeopt.errors import DataError, ParityError, RecipeError, UsageError
-from edgeopt.evaldata import EvalData, builtin_sentences, load_eval_data
+from edgeopt.compiler.request import CompileRequest, InputRequest
+from edgeopt.compiler.stage import Family
+from edgeopt.errors import ParityError, RecipeError, UsageError
+from edgeopt.evaldata import EvalData
 from edgeopt.recipe import AccuracyBudget, Recipe
 from edgeopt.recipe_yaml import load_recipe_file
 from edgeopt.report import Report
@@ -19,8 +20,6 @@ from edgeopt.targets import load_target
 
 if TYPE_CHECKING:
     from edgeopt.decoder.validate import DecoderEvalConfig
-
-MAX_CALIBRATION_ROWS = 256
 
 StageHook = Callable[[str, str, float | None], None]
 
@@ -93,65 +92,33 @@ def compile(  # noqa: A001 - the public name the design asks for
             raise RecipeError(f"unknown gate in overrides: {err}") from None
     out_path = Path(out).expanduser()
     check_output(out_path, force, source=src.path)
-    eval_path = Path(eval_data) if isinstance(eval_data, (str, Path)) else None
-    if decoder_eval is not None and src.task != "text-generation":
-        raise UsageError(f"decoder eval settings (--max-eval-tokens) apply to text-generation "
-                         f"models, not {src.task}; use --max-eval-rows")
-    if src.task == "text-generation":
-        # Decoders measure perplexity on plain text; the file is read by their pipeline.
-        if eval_path is not None and not eval_path.is_file():
-            raise DataError(f"eval data {eval_path} does not exist; pass a plain-text file")
-        data = builtin_sentences()
-    else:
-        data = _eval_data(eval_data, src.label_names, max_eval_rows)
-    if budget is not None and budget.max_accuracy_drop is not None and data.labels is None:
-        raise DataError(f"--max-accuracy-drop needs labelled eval data; {data.source} has no "
-                        "'label' column (pass --eval-data FILE with labels, or use --min-agreement)")
+    family = family_for(src.task)
+    inputs = family.read_inputs(InputRequest(
+        src=src, eval_data=eval_data, calibration_data=calibration_data,
+        max_eval_rows=max_eval_rows, decoder_eval=decoder_eval, budget=budget))
 
-    # Calibration: the given file, else the eval rows; a deterministic sample of <= 256.
-    # Decoders read a given file as plain text, like their eval data.
-    calibration_path = None
-    if src.task == "text-generation" and isinstance(calibration_data, (str, Path)):
-        calibration_path = Path(calibration_data)
-        if not calibration_path.is_file():
-            raise DataError(f"calibration data {calibration_path} does not exist; pass a plain-text file")
-        calibration_data = None
-    calibration = data if calibration_data is None else _eval_data(
-        calibration_data, src.label_names, None)
-    calibration = calibration.sample(min(len(calibration), MAX_CALIBRATION_ROWS))
+    from edgeopt.compiler.driver import run_compile
 
-    journal = Journal(on_stage=on_stage or (lambda *_: None))
-    if src.task == "text-generation":
-        from edgeopt.decoder.pipeline import compile_decoder
-
-        run = functools.partial(compile_decoder, eval_config=decoder_eval)
-    else:
-        from edgeopt.pipeline import compile_encoder as run
-    from edgeopt.pipeline import CompileRequest
-
-    report = run(
-        CompileRequest(src=src, recipe=chosen, target=name, data=data, eval_path=eval_path,
-                       calibration=calibration, calibration_path=calibration_path,
-                       out=out_path, force=force,
-                       fail_on_parity=fail_on_parity, trust_remote_code=trust_remote_code,
-                       budget=budget),
-        journal,
-    )
+    request = CompileRequest(src=src, recipe=chosen, target=name, inputs=inputs, out=out_path,
+                             force=force, fail_on_parity=fail_on_parity,
+                             trust_remote_code=trust_remote_code, budget=budget)
+    report = run_compile(family, request, Journal(on_stage=on_stage or (lambda *_: None)))
     if not report.passed and fail_on_parity:
         raise ParityError(report.failures, report=report)
     return report
 
 
-def _eval_data(
-    eval_data: str | Path | EvalData | None, label_names: tuple[str, ...] | None,
-    max_rows: int | None,
-) -> EvalData:
-    if isinstance(eval_data, EvalData):
-        data = eval_data
-    elif eval_data is not None:
-        data = load_eval_data(eval_data, label_names)
-    else:
-        data = builtin_sentences()
-    if max_rows is not None:
-        data = data.sample(max_rows)
-    return data
+# Family modules by name; each declares one ``Family`` (its stages and adapters).
+_FAMILIES = {"encoder": ("edgeopt.encoder.family", "ENCODER"),
+             "decoder": ("edgeopt.decoder.family", "DECODER")}
+
+
+def family_for(task: str) -> Family:
+    """The family that compiles ``task`` (imported on first use: it pulls in its passes)."""
+    import importlib
+
+    for module, attr in _FAMILIES.values():
+        family: Family = getattr(importlib.import_module(module), attr)
+        if task in family.tasks:
+            return family
+    raise UsageError(f"no model family compiles task {task!r}")

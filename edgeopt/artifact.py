@@ -1,7 +1,9 @@
-"""Artifacts passed between passes, and the record each pass leaves.
+"""Artifacts passed between stages, and the record each stage leaves.
 
-A pass takes an artifact, a typed config and a work folder, and returns a new artifact
-in a new file; it never edits its input. The report is built from the records.
+A stage takes an artifact, a typed config and a work folder, and returns a new
+artifact; it never edits its input. Torch-side stages (load and the ``prepare:``
+section) pass a :class:`LoadedModel`; export turns it into an :class:`OnnxArtifact`.
+The report is built from the records.
 """
 
 from __future__ import annotations
@@ -30,6 +32,38 @@ class OnnxArtifact:
         return sha256_file(self.path)
 
 
+@dataclass(frozen=True)
+class LoadedModel:
+    """A PyTorch model in eval mode and its tokenizer: what load and every torch-side
+    stage pass on. A stage that changes the model returns a new one (a copy), so the
+    loaded original stays the parity reference."""
+
+    model: Any
+    tokenizer: Any
+
+    @property
+    def size_bytes(self) -> int:
+        """Bytes of the parameters and buffers (what an fp32 export would carry)."""
+        tensors = [*self.model.parameters(), *self.model.buffers()]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    def parameter_count(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def sha256(self) -> str:
+        """sha256 over the state dict, names and bytes in order: equal weights, equal hash."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        for name, tensor in self.model.state_dict().items():
+            digest.update(name.encode())
+            digest.update(tensor.detach().contiguous().cpu().numpy().tobytes())
+        return digest.hexdigest()
+
+
+Artifact = OnnxArtifact | LoadedModel
+
+
 @dataclass
 class PassRecord:
     """What one pass did: config, input/output hashes and sizes, duration, notes."""
@@ -43,7 +77,7 @@ class PassRecord:
     output_bytes: int | None = None
     notes: dict[str, Any] = field(default_factory=dict)
 
-    def finish(self, inp: OnnxArtifact | None, out: OnnxArtifact | None) -> None:
+    def finish(self, inp: Artifact | None, out: Artifact | None) -> None:
         if inp is not None:
             self.input_sha256, self.input_bytes = inp.sha256(), inp.size_bytes
         if out is not None:

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from edgeopt.artifact import OnnxArtifact, PassRecord
 from edgeopt.diagnosis import layer_of
@@ -64,7 +64,11 @@ class Trial:
 
 @dataclass
 class BudgetResult:
-    """What the search kept, what it cost, and the model and parity it ends with."""
+    """What the search kept, what it cost, and the model and parity it ends with (a
+    report section)."""
+
+    key: ClassVar[str] = "budget"
+    title: ClassVar[str] = "Accuracy budget"
 
     budget: AccuracyBudget
     precision: str
@@ -76,6 +80,8 @@ class BudgetResult:
     parity: ParityResult
     size_before: int
     seconds: float
+    # The final model's size, read now: the work folder is gone when the report is written.
+    size_after: int = 0
     # Filled in after the benchmark: p50 of the all-INT8 model and of the final one.
     latency_ms: dict[str, float] = field(default_factory=dict)
 
@@ -87,7 +93,7 @@ class BudgetResult:
         return {
             "budget": asdict(self.budget), "met": self.met, "precision": self.precision,
             "kept_nodes": list(self.kept_nodes), "kept": [s.to_dict() for s in self.kept],
-            "size_bytes": {"before": self.size_before, "after": self.artifact.size_bytes},
+            "size_bytes": {"before": self.size_before, "after": self.size_after},
             "latency_p50_ms": self.latency_ms,
             "trials": [asdict(t) for t in self.trials],
             "ranking": [s.to_dict() for s in self.ranking[:20]],
@@ -107,7 +113,7 @@ class BudgetResult:
             head = (f"{verdict} with {len(self.kept_nodes)} of "
                     f"{sum(len(s.nodes) for s in self.ranking)} quantized nodes kept in "
                     f"{self.precision} ({len(self.kept)} of {len(self.ranking)} units)")
-        after = self.artifact.size_bytes
+        after = self.size_after
         lines = [f"Budget {asked}: **{head}**.", "",
                  f"- size: {self.size_before / 1e6:.2f} MB -> {after / 1e6:.2f} MB "
                  f"({(after - self.size_before) / 1e6:+.2f} MB)"]
@@ -162,7 +168,8 @@ def fit_budget(
     if parity.passed:
         record.notes["kept_nodes"] = 0
         return BudgetResult(budget, config.kept_precision, True, (), (), tuple(trials), quantized,
-                            parity, quantized.size_bytes, time.perf_counter() - started)
+                            parity, quantized.size_bytes, time.perf_counter() - started,
+                            quantized.size_bytes)
     ranking = rank_sensitivity(optimized, quantized, config, context)
     record.notes["candidates"] = len(ranking)
     results: dict[int, tuple[OnnxArtifact, ParityResult]] = {0: (quantized, parity)}
@@ -199,7 +206,8 @@ def fit_budget(
     record.notes["met"] = hi is not None
     return BudgetResult(budget, config.kept_precision, hi is not None, tuple(ranking),
                         tuple(ranking[:final]), tuple(sorted(trials, key=lambda t: t.kept_units)),
-                        art, par, quantized.size_bytes, time.perf_counter() - started)
+                        art, par, quantized.size_bytes, time.perf_counter() - started,
+                        art.size_bytes)
 
 
 def rank_sensitivity(optimized: OnnxArtifact, quantized: OnnxArtifact, config: Any,

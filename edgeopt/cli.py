@@ -12,9 +12,9 @@ from typing import Any
 
 import click
 
-from edgeopt import __version__
 from edgeopt.errors import EdgeoptError, UsageError
 from edgeopt.families import TASKS
+from edgeopt.version import __version__
 
 
 class _Group(click.Group):

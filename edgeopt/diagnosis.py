@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -125,7 +125,11 @@ class LayerSummary:
 
 @dataclass(frozen=True)
 class Diagnosis:
-    """Where a candidate model departs from its reference, tensor by tensor."""
+    """Where a candidate model departs from its reference, tensor by tensor (a report
+    section when a compile's gate fails)."""
+
+    key: ClassVar[str] = "diagnosis"
+    title: ClassVar[str] = "Where the error comes from"
 
     reference: str
     candidate: str

@@ -91,6 +91,8 @@ class ParityResult:
     source: str
     metrics: dict[str, float]
     checks: list[GateCheck] = field(default_factory=list)
+    # What the outputs were compared with.
+    reference: str = "original PyTorch fp32"
 
     @property
     def failures(self) -> list[str]:
@@ -101,5 +103,6 @@ class ParityResult:
         return not self.failures
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rows": self.rows, "source": self.source, "passed": self.passed,
-                "metrics": self.metrics, "gates": [asdict(c) for c in self.checks]}
+        return {"rows": self.rows, "source": self.source, "reference": self.reference,
+                "passed": self.passed, "metrics": self.metrics,
+                "gates": [asdict(c) for c in self.checks]}

@@ -41,7 +41,7 @@ class StageDisplay:
             self._status = None
 
     def on_stage(self, stage: str, state: str, seconds: float | None) -> None:
-        label = _STAGE_LABELS.get(stage, stage)
+        label = _STAGE_LABELS.get(stage, stage.replace("prepare:", "Prepare: "))
         if state == "start":
             self._stop()
             self._status = self.console.status(f"{label}…")
@@ -73,12 +73,12 @@ def print_summary(report: Any) -> None:
         if report.bench.get("speedup_p50"):
             table.add_row("speed-up vs PyTorch eager", f"{report.bench['speedup_p50']:.2f}x")
     console.print(table)
-    budget = getattr(report, "extra", {}).get("budget")
-    if budget:
-        kept = budget["kept_nodes"]
-        verdict = "met" if budget["met"] else "[red]not met[/]"
+    budget = report.section("budget")
+    if budget is not None:
+        kept = budget.kept_nodes
+        verdict = "met" if budget.met else "[red]not met[/]"
         names = ", ".join(kept[:3]) + (", ..." if len(kept) > 3 else "")
         console.print(f"accuracy budget {verdict}: {len(kept)} node(s) kept in "
-                      f"{budget['precision']}" + (f" ({names})" if kept else ""))
+                      f"{budget.precision}" + (f" ({names})" if kept else ""))
     if report.bundle:
         console.print(f"bundle: {report.bundle} (report.md has the details)")

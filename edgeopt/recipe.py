@@ -373,6 +373,8 @@ class Recipe:
     version: int = RECIPE_VERSION
     # Causal LMs' quantization when it differs from ``quantize`` (None: the same).
     decoder_quantize: QuantConfig | None = None
+    # Torch-side stages run in order between load and export (edgeopt.recipe_prepare).
+    prepare: tuple[Any, ...] = ()
 
     def __post_init__(self) -> None:
         check(bool(self.name), "recipe.name must not be empty")
@@ -396,6 +398,7 @@ class Recipe:
         if self.decoder_quantize is not None:
             data["decoder_quantize"] = {"method": self.decoder_quantize.method,
                                         **data["decoder_quantize"]}
+        data["prepare"] = [{"stage": c.stage, **dataclasses.asdict(c)} for c in self.prepare]
         return data
 
     def with_gates(self, task: str, **overrides: float | None) -> Recipe:

@@ -20,6 +20,7 @@ from edgeopt.recipe import (
     TaskGates,
     check,
 )
+from edgeopt.recipe_prepare import PREPARE_CONFIGS
 
 _SECTIONS: dict[str, type] = {
     "export": ExportConfig,
@@ -78,6 +79,21 @@ def _build_gates(data: Any) -> TaskGates:
     })
 
 
+def _build_prepare(data: Any) -> tuple[Any, ...]:
+    check(isinstance(data, list), "prepare must be a list of stages (- stage: NAME ...)")
+    stages = []
+    for i, item in enumerate(data):
+        where = f"prepare[{i}]"
+        check(isinstance(item, dict) and isinstance(item.get("stage"), str),
+              f"{where} must be a mapping with a 'stage' name")
+        item = dict(item)
+        name = item.pop("stage")
+        check(name in PREPARE_CONFIGS, f"unknown {where}.stage {name!r} "
+              f"(known: {', '.join(sorted(PREPARE_CONFIGS))})")
+        stages.append(_build(PREPARE_CONFIGS[name], item, f"{where} ({name})"))
+    return tuple(stages)
+
+
 def recipe_from_dict(data: Any, source: str = "recipe") -> Recipe:
     """Build a validated :class:`Recipe` from parsed YAML; errors name ``source``."""
     try:
@@ -103,6 +119,8 @@ def recipe_from_dict(data: Any, source: str = "recipe") -> Recipe:
                 check(method in QUANT_CONFIGS, f"unknown {key}.method {method!r} "
                        f"(known: {', '.join(sorted(QUANT_CONFIGS))})")
                 kwargs[key] = _build(QUANT_CONFIGS[method], q, key)
+        if "prepare" in data:
+            kwargs["prepare"] = _build_prepare(data.pop("prepare") or [])
         check(not data, f"unknown top-level key(s): {', '.join(sorted(data))}")
         return Recipe(**kwargs)
     except RecipeError as err:

@@ -4,9 +4,22 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
-REPORT_VERSION = 1
+# 2: typed ``sections`` (budget, diagnosis, decoder throughput, samples) replace ``extra``.
+REPORT_VERSION = 2
+
+
+class Section(Protocol):
+    """A typed part of the report a stage adds (the budget search, a diagnosis, ...):
+    ``key`` names it in report.json, ``title`` heads it in report.md."""
+
+    key: ClassVar[str]
+    title: ClassVar[str]
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+    def to_markdown(self) -> str: ...
 
 
 @dataclass
@@ -26,17 +39,26 @@ class Report:
     seconds: float
     failures: list[str] = field(default_factory=list)
     bundle: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    sections: list[Section] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
         return self.status == "PASSED"
 
+    def section(self, key: str) -> Section | None:
+        """The section a stage added under ``key``, or None."""
+        return next((s for s in self.sections if s.key == key), None)
+
+    def add(self, section: Section) -> None:
+        """Add (or replace) the section under ``section.key``."""
+        self.sections = [s for s in self.sections if s.key != section.key] + [section]
+
     def to_dict(self) -> dict[str, Any]:
         return {"report_version": REPORT_VERSION, **{
             k: getattr(self, k) for k in (
                 "status", "target", "task", "failures", "bundle", "source", "sizes", "parity",
-                "bench", "passes", "recipe", "versions", "seconds", "extra")}}
+                "bench", "passes", "recipe", "versions", "seconds")},
+            "sections": {s.key: s.to_dict() for s in self.sections}}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, default=_jsonable)
@@ -54,15 +76,15 @@ class Report:
         lines += ["", "## Size", "", "| artifact | MB |", "|---|---:|"]
         lines += [f"| {k} | {v / 1e6:.2f} |" for k, v in self.sizes.items()]
         lines += self._parity_md() + self._bench_md() + self._passes_md()
-        for title, body in self.extra.items():
-            if isinstance(body, str):
-                lines += ["", f"## {title}", "", body]
+        for section in self.sections:
+            lines += ["", f"## {section.title}", "", section.to_markdown()]
         return "\n".join(lines) + "\n"
 
     def _parity_md(self) -> list[str]:
         p = self.parity
         lines = ["", "## Parity", "",
-                 f"{p.get('rows')} rows from {p.get('source')}; reference: original PyTorch fp32.",
+                 f"{p.get('rows')} rows from {p.get('source')}; reference: "
+                 f"{p.get('reference', 'original PyTorch fp32')}.",
                  "", "| metric | value |", "|---|---:|"]
         lines += [f"| {k} | {_fmt(v)} |" for k, v in p.get("metrics", {}).items()]
         gates = p.get("gates", [])

@@ -22,6 +22,7 @@ from edgeopt.families import (
     TEXT_GENERATION,
     model_types_for,
 )
+from edgeopt.onnx_source import check_tokenizer, external_files, find_onnx, onnx_task, read_config
 
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
@@ -41,6 +42,8 @@ class SourceModel:
     normalize: bool  # sentence-transformers Normalize module present
     label_names: tuple[str, ...] | None
     config: dict[str, Any]
+    # Set when the source is an ONNX graph (export is skipped; it is the parity reference).
+    onnx_file: Path | None = None
 
     def weights_sha256(self) -> str:
         """sha256 over every weight file, in name order (the source's identity)."""
@@ -85,6 +88,9 @@ def inspect_model(
 ) -> SourceModel:
     """Resolve ``arg`` and check the folder is a model edgeopt can safely compile."""
     path = resolve_model_arg(arg)
+    onnx_file = find_onnx(path)
+    if onnx_file is not None:
+        return _inspect_onnx(onnx_file, task)
     if not path.is_dir():
         raise ModelError(f"{path} is a file; pass the model folder that holds config.json")
     config = _read_config(path)
@@ -117,6 +123,22 @@ def inspect_model(
         label_names=_label_names(config) if task == TEXT_CLASSIFICATION else None,
         config=config,
     )
+
+
+def _inspect_onnx(onnx_file: Path, task: str | None) -> SourceModel:
+    """An ONNX graph and the tokenizer (and optional config.json) in its folder."""
+    folder = onnx_file.parent
+    config = read_config(folder)
+    task = onnx_task(onnx_file, config, task)
+    check_tokenizer(folder, onnx_file)
+    external = external_files(onnx_file)
+    archs = config.get("architectures") or []
+    return SourceModel(
+        path=folder, task=task, model_type=str(config.get("model_type", "onnx")),
+        architecture=str(archs[0]) if archs else "ONNX graph", library="onnx",
+        weight_files=(onnx_file, *external), uses_pickle=False, pooling=None, normalize=False,
+        label_names=_label_names(config) if task == TEXT_CLASSIFICATION else None,
+        config=config, onnx_file=onnx_file)
 
 
 def _read_config(path: Path) -> dict[str, Any]:

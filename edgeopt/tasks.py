@@ -8,11 +8,11 @@ Decoders have their own adapter in :mod:`edgeopt.decoder`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edgeopt.artifact import LoadedModel
 from edgeopt.errors import ModelError
 from edgeopt.families import FEATURE_EXTRACTION, TEXT_CLASSIFICATION
 from edgeopt.source import SourceModel
@@ -21,12 +21,16 @@ if TYPE_CHECKING:
     import torch
 
 
-@dataclass(frozen=True)
-class LoadedModel:
-    """The original PyTorch model and its tokenizer, in eval mode."""
+def load_tokenizer(src: SourceModel, trust_remote_code: bool = False) -> Any:
+    """The source folder's tokenizer, offline."""
+    from transformers import AutoTokenizer
 
-    model: Any
-    tokenizer: Any
+    try:
+        return AutoTokenizer.from_pretrained(src.path, local_files_only=True,
+                                             trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelError(f"could not load the tokenizer in {src.path}: {first}") from None
 
 
 def load_torch(src: SourceModel, trust_remote_code: bool = False) -> LoadedModel:

@@ -43,6 +43,12 @@ def reference_outputs(task: EncoderTask, data: EvalData) -> np.ndarray:
     return batched_outputs(task, data, task.torch_outputs)
 
 
+def onnx_outputs(task: EncoderTask, onnx_path: Path, data: EvalData, threads: int = 2) -> np.ndarray:
+    """Outputs of an ONNX graph on every row: the reference when the source is a graph."""
+    session = make_session(onnx_path, threads=threads)
+    return batched_outputs(task, data, lambda feeds: run_one(session, feeds))
+
+
 def validate_encoder(
     task: EncoderTask,
     onnx_path: Path,

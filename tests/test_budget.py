@@ -221,7 +221,7 @@ def test_compile_with_a_budget_reports_what_it_kept(tiny_classifier, tmp_path):
     report = edgeopt.compile(tiny_classifier, recipe=fast_recipe("android-int8"), out=tmp_path / "b",
                              gates={"min_cosine_min": 0.99999}, min_agreement=0.99,
                              fail_on_parity=False)
-    budget = report.extra["budget"]
+    budget = report.to_dict()["sections"]["budget"]
     assert budget["kept_nodes"] and budget["precision"] == "16-bit activations"
     assert budget["met"] == report.passed
     assert "Accuracy budget" in report.to_markdown() and "| kept | op |" in report.to_markdown()
@@ -229,7 +229,7 @@ def test_compile_with_a_budget_reports_what_it_kept(tiny_classifier, tmp_path):
     assert set(budget["latency_p50_ms"]) == {"before", "after"}
     assert any(p["name"] == "budget" for p in report.passes)
     saved = json.loads((tmp_path / "b" / "report.json").read_text())
-    assert saved["extra"]["budget"]["kept_nodes"] == budget["kept_nodes"]
+    assert saved["sections"]["budget"]["kept_nodes"] == budget["kept_nodes"]
 
 
 @pytest.mark.real
@@ -249,7 +249,7 @@ def test_max_accuracy_drop_is_met_on_real_minilm(tmp_path):
                              out=tmp_path / "b", eval_data=shared_path("data/sst2/dev.tsv"),
                              calibration_data=shared_path("data/sst2/train.tsv"),
                              max_accuracy_drop=0.003, fail_on_parity=False)
-    budget = report.extra["budget"]
+    budget = report.to_dict()["sections"]["budget"]
     assert report.passed and budget["met"]
     assert report.parity["metrics"]["accuracy_drop"] <= 0.003
     assert budget["trials"][0]["metrics"]["accuracy_drop"] > 0.003  # the plain model missed it

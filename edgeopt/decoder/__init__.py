@@ -1,7 +1,8 @@
 """Causal language models: KV-cache export, generation over onnxruntime, decoder parity.
 
-The encoder path lives in :mod:`edgeopt.pipeline`; decoders share its recipe, quantize
-registry, gates, report and bundle, and add what a KV cache needs:
+A sibling of :mod:`edgeopt.encoder` on the compile core (:mod:`edgeopt.compiler`): it
+shares the recipe, quantize registry, gates, report and bundle writer, and adds what a
+KV cache needs (:mod:`edgeopt.decoder.family` declares the stages):
 
     export (one graph for prefill and decode) -> untie lm_head -> quantize -> validate
     (perplexity, greedy agreement) -> bench (prefill/decode tokens/s, peak RSS) -> bundle

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from edgeopt.bench import LatencyStats, time_side_by_side
 from edgeopt.decoder.generate import OnnxCausalLM
@@ -186,3 +186,18 @@ def _scaled(stats: LatencyStats, factor: float) -> LatencyStats:
 
 def _num(v: float | None) -> str:
     return "" if v is None else f"{v:.1f}"
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """The decoder benchmark's tokens per second and memory (a report section)."""
+
+    key: ClassVar[str] = "throughput"
+    title: ClassVar[str] = "Decoder throughput and memory"
+    result: DecoderBenchResult
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.result.throughput()
+
+    def to_markdown(self) -> str:
+        return self.result.to_markdown()

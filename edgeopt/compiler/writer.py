@@ -1,0 +1,90 @@
+"""The bundle writer every family uses: stage the folder beside the destination, write
+model, tokenizer, report and manifest, rename into place. A failed gate keeps only the
+report, so a broken model cannot be shipped by mistake."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from edgeopt.artifact import OnnxArtifact
+from edgeopt.bundle import StagedBundle, write_manifest
+from edgeopt.compiler.reporting import build_report
+from edgeopt.compiler.stage import StageContext
+from edgeopt.families import FEATURE_EXTRACTION
+from edgeopt.report import Report
+from edgeopt.runtime import fixed_input_shape
+from edgeopt.version import __version__
+
+
+def write_bundle(ctx: StageContext, model: OnnxArtifact, report: Report) -> None:
+    """Write the bundle of ``ctx``'s compile; the model only when it may ship."""
+    req = ctx.request
+    keep_model = report.passed or not req.fail_on_parity
+    stage = StagedBundle(req.out)
+    try:
+        if keep_model:
+            shutil.copyfile(model.path, stage.path("model.onnx"))
+            ctx.tokenizer.save_pretrained(str(stage.dir))
+            report.bundle = str(req.out)
+        stage.write_text("report.json", report.to_json() + "\n")
+        stage.write_text("report.md", report.to_markdown())
+        if keep_model:
+            manifest = _manifest(ctx, stage.path("model.onnx"), report, ctx.tokenizer)
+            write_manifest(stage, {**manifest, **ctx.manifest})
+        stage.commit(req.force)
+    except BaseException:
+        stage.discard()
+        raise
+
+
+def _manifest(ctx: StageContext, model_path: Path, report: Report, tokenizer: Any) -> dict[str, Any]:
+    import onnx
+
+    req = ctx.request
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    max_len = getattr(tokenizer, "model_max_length", None)
+    return {
+        "edgeopt_version": __version__,
+        "target": req.target,
+        "task": req.src.task,
+        "model": "model.onnx",
+        "inputs": [_value_info(v) for v in graph.input],
+        "outputs": [_value_info(v) for v in graph.output],
+        "label_names": list(req.src.label_names) if req.src.label_names else None,
+        "pooling": req.src.pooling,
+        "normalized": req.src.normalize if req.src.task == FEATURE_EXTRACTION else None,
+        "max_sequence_length": int(max_len) if isinstance(max_len, int) and max_len < 1e6 else None,
+        "providers": list(req.recipe.providers),
+        # Set when the graph takes one input shape only (NNAPI, QNN): pad every input to it.
+        "fixed_input_shape": _fixed_shape_info(model_path),
+        # Session settings the app must use for the measured speed (see the report).
+        "session_options": {"disabled_optimizers": list(req.recipe.disabled_optimizers())},
+        "parity": "passed" if report.passed else "failed",
+        "source_weights_sha256": report.source["weights_sha256"],
+        "versions": report.versions,
+        "recipe": report.recipe,
+    }
+
+
+def _fixed_shape_info(model_path: Path) -> dict[str, int] | None:
+    shape = fixed_input_shape(model_path)
+    return None if shape is None else {"batch": shape[0], "sequence": shape[1]}
+
+
+def _value_info(v: Any) -> dict[str, Any]:
+    import onnx
+
+    t = v.type.tensor_type
+    dims = [d.dim_param or (d.dim_value if d.HasField("dim_value") else "?") for d in t.shape.dim]
+    return {"name": v.name, "dtype": onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name,
+            "shape": dims}
+
+
+def bundle(artifact: OnnxArtifact, _config: None, _workdir: Path, ctx: StageContext) -> OnnxArtifact:
+    """The last stage of every family: build the report from the records, write it all."""
+    report = build_report(ctx, artifact)
+    write_bundle(ctx, artifact, report)
+    ctx.report = report
+    return artifact

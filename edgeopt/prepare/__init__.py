@@ -1,0 +1,37 @@
+"""Torch-side stages (the recipe's ``prepare:`` section): a :class:`LoadedModel` in, a new
+:class:`LoadedModel` out, between load and export. One module per stage registers its
+function here under its config type (from :mod:`edgeopt.recipe_prepare`)."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+from edgeopt.errors import RecipeError
+
+PrepareFn = Callable[..., Any]  # (LoadedModel, config, workdir, ctx) -> LoadedModel
+
+_RUNNERS: dict[type, PrepareFn] = {}
+_MODULES = ("edgeopt.prepare.keep_layers",)
+
+
+def register_prepare(config_type: type) -> Callable[[PrepareFn], PrepareFn]:
+    """Register the function that runs ``config_type``'s stage."""
+    def wrap(fn: PrepareFn) -> PrepareFn:
+        if config_type in _RUNNERS:
+            raise ValueError(f"a prepare stage for {config_type.__name__} is already registered")
+        _RUNNERS[config_type] = fn
+        return fn
+
+    return wrap
+
+
+def runner_for(config: Any) -> PrepareFn:
+    """The registered function for ``config``'s type."""
+    for module in _MODULES:
+        importlib.import_module(module)  # each registers its stage on import
+    fn = _RUNNERS.get(type(config))
+    if fn is None:
+        raise RecipeError(f"no prepare stage registered for {getattr(config, 'stage', config)!r}")
+    return fn
