@@ -16,62 +16,14 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgeopt.diagnosis import Compared, Diagnosis, ErrorStats, build_diagnosis, layer_of
-from edgeopt.errors import UsageError
-from edgeopt.runtime import make_session
+from edgeopt.probe import FLOAT_TYPES, NUMPY_TYPES, REFERENCE, declared_feeds, probe_session
 from edgeopt.tensormap import graph_of, hookable_modules, match_modules, segment_op, upstream
-
-_FLOAT_TYPES = ("tensor(float)", "tensor(float16)", "tensor(double)")
-_NUMPY_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float)": np.float32,
-                "tensor(float16)": np.float16, "tensor(double)": np.float64}
-_REFERENCE = "::reference"  # suffix of the inputs that carry reference values
-
-
-def _session(model: Any, out: Path, outputs: Iterable[str], inputs: dict[str, str] | None = None) -> Any:
-    """A session on a copy of ``model`` saved to ``out``: ``outputs`` added as graph
-    outputs, and each tensor in ``inputs`` (name -> ORT type) read by its consumers
-    from a new graph input ``name + _REFERENCE`` instead.
-
-    Outputs are added untyped: onnxruntime infers their types (contrib ops included,
-    where ONNX shape inference gives up). Optimization stays at 'basic'; fusions never
-    remove a graph output, and basic keeps the run bit-identical on the edgeopt graphs.
-    """
-    import onnx
-
-    model, original = onnx.ModelProto(), model
-    model.CopyFrom(original)  # saving moves the weights out of the proto; keep the caller's
-    inputs = inputs or {}
-    for node in model.graph.node:
-        for i, x in enumerate(node.input):
-            if x in inputs:
-                node.input[i] = x + _REFERENCE
-    for name, ort_type in inputs.items():
-        elem = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(_NUMPY_TYPES[ort_type]))
-        model.graph.input.append(onnx.helper.make_tensor_value_info(name + _REFERENCE, elem, None))
-    have = {o.name for o in model.graph.output}
-    for name in dict.fromkeys(outputs):
-        if name not in have:
-            model.graph.output.append(onnx.ValueInfoProto(name=name))
-    onnx.save(model, str(out), save_as_external_data=True, location=out.name + ".data")
-    return make_session(out, optimization="basic")
-
-
-def _declared(session: Any, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The inputs the graph declares, in its types; a missing one is a usage error."""
-    out = {}
-    for i in session.get_inputs():
-        if i.name not in feeds:
-            raise UsageError(f"the graph needs input {i.name!r}, which the tokenizer does not "
-                             "produce; pass the tokenizer the model was compiled with")
-        dtype = _NUMPY_TYPES.get(i.type)
-        out[i.name] = feeds[i.name] if dtype is None else feeds[i.name].astype(dtype, copy=False)
-    return out
 
 
 class _Candidate:
@@ -79,27 +31,27 @@ class _Candidate:
 
     def __init__(self, model: Any, alias: dict[str, str], workdir: Path) -> None:
         self.model, self.alias, self.workdir = model, alias, workdir
-        self.session = _session(model, workdir / "candidate.onnx", alias.values())
+        self.session = probe_session(model, alias.values(), save_to=workdir / "candidate.onnx")
         self.types = {o.name: o.type for o in self.session.get_outputs()}
         self.isolated: Any = None  # built on the first batch; False when it cannot run
         self.fed: list[str] = []
         self.notes: list[str] = []
 
     def floats(self) -> set[str]:
-        return {t for t, c in self.alias.items() if self.types.get(c) in _FLOAT_TYPES}
+        return {t for t, c in self.alias.items() if self.types.get(c) in FLOAT_TYPES}
 
     def run(self, names: list[str], feed: dict[str, np.ndarray],
             reference: dict[str, np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
         outs = [self.alias[t] for t in names]
-        plain = self.session.run(outs, _declared(self.session, feed))
+        plain = self.session.run(outs, declared_feeds(self.session, feed))
         if self.isolated is None:
             # Only tensors whose shapes agree can stand in for the candidate's own.
             self.fed = [t for t, p in zip(names, plain, strict=True) if t in reference
                         and reference[t].shape == p.shape]
             try:
-                self.isolated = _session(self.model, self.workdir / "isolated.onnx",
-                                         self.alias.values(),
-                                         {self.alias[t]: self.types[self.alias[t]] for t in self.fed})
+                self.isolated = probe_session(
+                    self.model, self.alias.values(), save_to=self.workdir / "isolated.onnx",
+                    fed={self.alias[t]: NUMPY_TYPES[self.types[self.alias[t]]] for t in self.fed})
             except Exception as err:  # onnxruntime's errors share no base below Exception
                 # The own error is extra insight; the end-to-end numbers stand without it.
                 self.isolated = False
@@ -109,8 +61,8 @@ class _Candidate:
         if self.isolated is False or any(reference[t].shape != p.shape for t, p in
                                          zip(names, plain, strict=True) if t in self.fed):
             return plain, None
-        refs = {self.alias[t] + _REFERENCE: reference[t] for t in self.fed}
-        return plain, self.isolated.run(outs, _declared(self.isolated, {**feed, **refs}))
+        refs = {self.alias[t] + REFERENCE: reference[t] for t in self.fed}
+        return plain, self.isolated.run(outs, declared_feeds(self.isolated, {**feed, **refs}))
 
 
 def diagnose_onnx(
@@ -124,14 +76,14 @@ def diagnose_onnx(
     ref_g, cand_g = graph_of(ref_m), graph_of(cand_m)
     shared = [t for n in ref_g.nodes for t in n.output if t in ref_g.live and t in cand_g.producer]
     with tempfile.TemporaryDirectory(prefix="edgeopt-diagnose-") as tmp:
-        ref_s = _session(ref_m, Path(tmp) / "reference.onnx", shared)
+        ref_s = probe_session(ref_m, shared, save_to=Path(tmp) / "reference.onnx")
         cand = _Candidate(cand_m, {t: cand_g.dequantized(t) for t in shared}, Path(tmp))
-        ref_floats = {o.name for o in ref_s.get_outputs() if o.type in _FLOAT_TYPES}
+        ref_floats = {o.name for o in ref_s.get_outputs() if o.type in FLOAT_TYPES}
         names = [t for t in shared if t in ref_floats and t in cand.floats()]
         stats = {t: ErrorStats() for t in names}
         own = {t: ErrorStats() for t in names}
         for feed in feeds:
-            ref_out = dict(zip(names, ref_s.run(names, _declared(ref_s, feed)), strict=True))
+            ref_out = dict(zip(names, ref_s.run(names, declared_feeds(ref_s, feed)), strict=True))
             _accumulate(names, ref_out, *cand.run(names, feed, ref_out), stats, own)
     compared = set(names)
     inputs = upstream(ref_g, compared)

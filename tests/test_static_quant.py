@@ -15,6 +15,7 @@ import pytest
 from helpers import fast_recipe, shared_path
 
 from edgeopt.artifact import OnnxArtifact, PassRecord
+from edgeopt.compiler.quantize import quant_context
 from edgeopt.errors import RecipeError
 from edgeopt.passes.quantize import QuantContext, budget_candidates, quantize
 from edgeopt.recipe import StaticInt8Config
@@ -56,7 +57,9 @@ def _calibration(task) -> QuantContext:
 
 
 def _quantize(graph: OnnxArtifact, config: StaticInt8Config, work: Path, task) -> OnnxArtifact:
-    return quantize(graph, config, work, PassRecord("quantize", {}), _calibration(task))
+    # What the quantize stage hands the quantizer: the rows and the config's provider rules.
+    context = quant_context(config, _calibration(task).calibration)
+    return quantize(graph, config, work, PassRecord("quantize", {}), context)
 
 
 def _dq_inputs(model: onnx.ModelProto) -> tuple[Counter, dict[str, onnx.NodeProto]]:

@@ -97,35 +97,36 @@ def export(model: LoadedModel, config: ExportConfig, workdir: Path, ctx: Decoder
 
 def quantize(graph: OnnxArtifact, config: Any, workdir: Path, ctx: DecoderContext) -> OnnxArtifact:
     """Weight quantizers need the tied lm_head as its own initializer; fp32 keeps one copy."""
+    from edgeopt.compiler.quantize import quant_context
     from edgeopt.decoder.untie import untie_lm_head
     from edgeopt.passes.quantize import quantize
 
-    context, ctx.record.notes["calibration"] = _calibration(ctx)
+    feeds, ctx.record.notes["calibration"] = _calibration(ctx)
+    context = quant_context(config, tuple(feeds))
     ctx.record.notes["calibration_sequences"] = len(context.calibration)
     source = graph if isinstance(config, NoQuantConfig) else untie_lm_head(graph, workdir, ctx.record)
     return quantize(source, config, workdir, ctx.record, context)
 
 
-def _calibration(ctx: DecoderContext) -> tuple[Any, str]:
+def _calibration(ctx: DecoderContext) -> tuple[list[Any], str]:
     """Prefill feeds (empty past) and where they came from: the calibration file; else the
     eval text after the tokens perplexity scores (same domain, never scored), when it has
     a full sequence there; else the built-in sentences."""
     from edgeopt.decoder.evaltext import calibration_feeds, text_tokens
-    from edgeopt.passes.quantize import QuantContext
 
     inputs, io, tokenizer = ctx.inputs, ctx.io, ctx.torch.tokenizer
     length = min(CALIBRATION_LEN, io.max_positions or CALIBRATION_LEN)
     scored = inputs.eval_config.max_tokens
     if inputs.calibration_text is not None:
         feeds = calibration_feeds(tokenizer, io, inputs.calibration_text, CALIBRATION_SEQUENCES, length)
-        return QuantContext(calibration=tuple(feeds)), str(inputs.calibration_source)
+        return feeds, str(inputs.calibration_source)
     if len(text_tokens(tokenizer, inputs.text, scored + length)) >= scored + length:
         feeds = calibration_feeds(tokenizer, io, inputs.text, CALIBRATION_SEQUENCES, length,
                                   skip_tokens=scored)
-        return QuantContext(calibration=tuple(feeds)), f"eval text after token {scored}"
+        return feeds, f"eval text after token {scored}"
     builtin = builtin_sentences()
     feeds = calibration_feeds(tokenizer, io, "\n".join(builtin.texts), CALIBRATION_SEQUENCES, length)
-    return QuantContext(calibration=tuple(feeds)), builtin.source
+    return feeds, builtin.source
 
 
 def validate(graph: OnnxArtifact, _config: None, _workdir: Path, ctx: DecoderContext) -> OnnxArtifact:

@@ -114,12 +114,13 @@ def optimize(graph: OnnxArtifact, config: OptimizeConfig, workdir: Path, ctx: En
 
 
 def quantize(graph: OnnxArtifact, config: Any, workdir: Path, ctx: EncoderContext) -> OnnxArtifact:
-    from edgeopt.passes.quantize import QuantContext, quantize
+    from edgeopt.compiler.quantize import quant_context
+    from edgeopt.passes.quantize import quantize
 
     _check_fixed_shape(config, ctx.task)
     calibration = ctx.inputs.calibration
-    ctx.quant_context = QuantContext(calibration=tuple(_feeds(ctx.task, calibration)),
-                                     cache_dir=workdir / "calibration-cache")
+    ctx.quant_context = quant_context(config, tuple(_feeds(ctx.task, calibration)),
+                                      cache_dir=workdir / "calibration-cache")
     ctx.record.notes["calibration_rows"] = len(calibration)
     return quantize(graph, config, workdir, ctx.record, ctx.quant_context)
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from edgeopt.errors import DataError
+from edgeopt.probe import probe_session
 
 
 @dataclass
@@ -31,9 +32,6 @@ def input_stats(model_path: Path, moments_of: Sequence[str], absmax_of: Sequence
                 feeds: Sequence[dict[str, np.ndarray]], threads: int = 0) -> InputStats:
     """Second moments of the float activations ``moments_of`` and channel maxima of
     ``absmax_of`` (last axis K) in the graph at ``model_path``, over every row of every feed."""
-    import onnx
-    import onnxruntime as ort
-
     names = sorted({*moments_of, *absmax_of})
     stats = InputStats()
     if not names:
@@ -41,17 +39,8 @@ def input_stats(model_path: Path, moments_of: Sequence[str], absmax_of: Sequence
     if not feeds:
         raise DataError("data-aware quantization (gptq, activation smoothing) needs calibration "
                         "rows; pass --calibration-data FILE or eval data")
-    model = onnx.load(str(model_path))
-    declared = {o.name for o in model.graph.output}
-    for name in names:
-        if name not in declared:
-            model.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    # The exposed tensors must keep their float-graph meaning: no fusions across them.
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    session = ort.InferenceSession(model.SerializeToString(), options,
-                                   providers=["CPUExecutionProvider"])
+    # The exposed tensors keep their float-graph meaning: probes run with no fusions.
+    session = probe_session(model_path, names, threads=threads)
     inputs = {i.name for i in session.get_inputs()}
     wanted_moments, wanted_max = set(moments_of), set(absmax_of)
     rows = dict.fromkeys(names, 0)

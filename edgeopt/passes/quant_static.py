@@ -19,7 +19,6 @@ import dataclasses
 import hashlib
 import io
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from edgeopt.errors import DataError
 from edgeopt.passes.gemm_to_matmul import gemm_to_matmul
 from edgeopt.passes.outlier_split import split_outliers
 from edgeopt.passes.quantize import Candidate, QuantContext, quantized_op_counts, register_quantizer
+from edgeopt.qdq_plan import QdqPlan, TensorOverride
 from edgeopt.recipe import StaticInt8Config
 from edgeopt.runtime import conform_feeds
 
@@ -37,32 +37,6 @@ from edgeopt.runtime import conform_feeds
 WIDE = {"uint8": "uint16", "int8": "int16", "uint16": "uint16", "int16": "int16"}
 NARROW = {"uint16": "uint8", "int16": "int8", "uint8": "uint8", "int8": "int8"}
 _MATMULS = ("MatMul", "Gemm")
-
-
-@dataclass(frozen=True)
-class TensorOverride:
-    """How one tensor is quantized when it differs from the defaults."""
-
-    quant_type: str
-    symmetric: bool | None = None
-    # A fixed scale and zero point instead of the calibrated range (QNN's Sigmoid/Tanh).
-    scale: float | None = None
-    zero_point: int | None = None
-    # A fixed real range instead of the calibrated one (additive attention masks).
-    range: tuple[float, float] | None = None
-
-
-@dataclass(frozen=True)
-class QdqPlan:
-    """What onnxruntime's QDQ quantizer is asked to do, in edgeopt's terms."""
-
-    op_types: tuple[str, ...]
-    exclude: tuple[str, ...]
-    overrides: dict[str, TensorOverride] = field(default_factory=dict)
-    # Quantize these op types' outputs too (a whole DQ -> op -> Q unit).
-    output_op_types: tuple[str, ...] = ()
-    # Smallest range a calibrated tensor may get (QNN rejects near-zero scales).
-    minimum_real_range: float | None = None
 
 
 def plan_qdq(model: Any, config: StaticInt8Config) -> QdqPlan:
@@ -99,12 +73,7 @@ def plan_qdq(model: Any, config: StaticInt8Config) -> QdqPlan:
         overrides[t] = dataclasses.replace(base, range=(-MASK_RANGE, MASK_RANGE))
     outputs = tuple(op_types) if config.quantize_outputs else tuple(
         t for t in op_types if t not in _MATMULS)
-    plan = QdqPlan(tuple(op_types), tuple(dict.fromkeys(exclude)), overrides, outputs)
-    if config.provider_rules != "none":
-        from edgeopt.providers import provider_rules
-
-        plan = provider_rules(config.provider_rules)(model, config, plan)
-    return plan
+    return QdqPlan(tuple(op_types), tuple(dict.fromkeys(exclude)), overrides, outputs)
 
 
 # Additive attention masks hold the float32 minimum (-3.4e38) where a token is masked; a
@@ -208,6 +177,8 @@ def quantize_static_int8(
         record.notes["outlier_channels"] = sum(len(c) for c in result.channels.values())
     model, record.notes["gemm_rewritten"] = _prepared(model)
     plan = plan_qdq(model, config)
+    if context.plan_rules is not None:  # the execution provider's rules (edgeopt.providers)
+        plan = context.plan_rules(model, config, plan)
     plan = dataclasses.replace(plan, exclude=(*plan.exclude, *split))
     source = workdir / "static-float.onnx"
     onnx.save(model, str(source))

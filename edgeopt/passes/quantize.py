@@ -20,6 +20,7 @@ import numpy as np
 from edgeopt.artifact import OnnxArtifact, PassRecord
 from edgeopt.errors import RecipeError
 from edgeopt.graph import op_counts
+from edgeopt.qdq_plan import PlanRules
 from edgeopt.recipe import NoQuantConfig
 from edgeopt.runtime import quiet_logging
 
@@ -32,6 +33,9 @@ class QuantContext:
 
     calibration: tuple[dict[str, np.ndarray], ...] = field(default=())
     cache_dir: Path | None = None
+    # An execution provider's rules for a static plan (edgeopt.providers), set by the
+    # quantize stage from the config's ``provider_rules``; quantizers never look them up.
+    plan_rules: PlanRules | None = None
 
 
 @dataclass(frozen=True)

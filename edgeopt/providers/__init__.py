@@ -8,17 +8,18 @@ option bags). ``StaticInt8Config.provider_rules`` names the module.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
-from typing import Any
 
 from edgeopt.errors import RecipeError
+from edgeopt.qdq_plan import PlanRules
 
 # Provider name -> module holding its ``qdq_rules(model, config, plan) -> plan``.
 _MODULES = {"qnn": "edgeopt.providers.qnn"}
 
 
-def provider_rules(name: str) -> Callable[[Any, Any, Any], Any]:
-    """The ``qdq_rules`` function of provider ``name``."""
+def provider_rules(name: str) -> PlanRules | None:
+    """The ``qdq_rules`` function of provider ``name`` (None for ``"none"``)."""
+    if name == "none":
+        return None
     module = _MODULES.get(name)
     if module is None:
         raise RecipeError(f"no provider rules named {name!r} (known: {', '.join(sorted(_MODULES))})")
