@@ -14,8 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from edgeopt.artifact import sha256_file
 from edgeopt.errors import BundleError, OutputExistsError, UsageError
-from edgeopt.source import sha256_file
 
 MANIFEST_VERSION = 1
 MANIFEST = "manifest.json"

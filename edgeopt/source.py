@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgeopt.artifact import sha256_file
 from edgeopt.errors import ModelError
 from edgeopt.families import (
     ENCODER_TYPES,
@@ -55,14 +56,6 @@ class SourceModel:
 
     def weights_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.weight_files)
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def resolve_model_arg(arg: str) -> Path:

@@ -100,7 +100,7 @@ def _run(model: object, out: Path, config: DynamicInt8Config, op_types: list[str
 
 def _weak_nodes(reference: Path, candidate: Path, feeds: list[dict], floor_db: float) -> dict[str, float]:
     """Reference-graph nodes whose quantized output SQNR on exact inputs is below ``floor_db``."""
-    from edgeopt.diagnose import diagnose_onnx
+    from edgeopt.intermediates import diagnose_onnx
 
     diagnosis = diagnose_onnx(reference, candidate, feeds)
     return {t.node: t.own_sqnr_db for t in diagnosis.tensors
