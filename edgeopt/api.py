@@ -78,7 +78,7 @@ def compile(  # noqa: A001 - the public name the design asks for
     budget = None
     if max_accuracy_drop is not None or min_agreement is not None:
         budget = AccuracyBudget(max_accuracy_drop=max_accuracy_drop, min_agreement=min_agreement)
-        from edgeopt.passes.quantize import supports_budget
+        from edgeopt.quant.registry import supports_budget
 
         if not supports_budget(chosen.quantize):
             raise RecipeError(f"{name} quantizes with {chosen.quantize.method}, where an accuracy "

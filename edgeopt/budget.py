@@ -3,7 +3,7 @@ the compiled model is within the budget on the eval data.
 
 1. Sensitivity, measured once on calibration rows (not the eval rows the budget is
    judged on): :func:`edgeopt.sensitivity.unit_sqnr` gives each unit of quantized nodes
-   (see :class:`~edgeopt.passes.quantize.Candidate`) the SQNR of its outputs when it is
+   (see :class:`~edgeopt.quant.registry.Candidate`) the SQNR of its outputs when it is
    fed exact inputs: the error it adds by itself, input quantization included.
 2. Search: keep the k most sensitive units (``config.with_kept``: 16-bit activations
    for static INT8 with 8-bit activations, float otherwise), quantize again (static
@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 from edgeopt.artifact import OnnxArtifact, PassRecord
 from edgeopt.diagnosis import layer_of
 from edgeopt.gates import ParityResult
-from edgeopt.passes.quantize import QuantContext, budget_candidates, quantize
+from edgeopt.quant.registry import QuantContext, budget_candidates, quantize
 from edgeopt.recipe import AccuracyBudget
 from edgeopt.runtime import conform_feeds, fixed_input_shape
 

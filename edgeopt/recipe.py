@@ -70,6 +70,20 @@ class OptimizeConfig:
         check(self.parity_atol > 0, "optimize.parity_atol must be > 0")
 
 
+# One explicit registry: method name -> config type. Refuses duplicates.
+QUANT_CONFIGS: dict[str, type] = {}
+
+
+def register_quant_config(cls: type) -> type:
+    """Add a quantization config type under its ``method`` name."""
+    name = cls.method
+    if name in QUANT_CONFIGS:
+        raise ValueError(f"quantization method {name!r} registered twice")
+    QUANT_CONFIGS[name] = cls
+    return cls
+
+
+@register_quant_config
 @dataclass(frozen=True)
 class NoQuantConfig:
     """Keep fp32 weights."""
@@ -77,11 +91,13 @@ class NoQuantConfig:
     method: ClassVar[str] = "none"
 
 
+@register_quant_config
 @dataclass(frozen=True)
 class DynamicInt8Config:
     """INT8 weights, activations quantized at run time (MatMulInteger / DynamicQuantizeMatMul)."""
 
     method: ClassVar[str] = "dynamic-int8"
+    quantizer: ClassVar[str] = "edgeopt.quant.dynamic"  # the module that registers its quantizer
     per_channel: bool = True
     reduce_range: bool = False
     weight_type: str = "int8"
@@ -89,7 +105,7 @@ class DynamicInt8Config:
     # Node names (after optimization) kept in float.
     exclude: tuple[str, ...] = ()
     # Input channels whose calibration max |x| exceeds this multiple of the median go to
-    # a small float MatMul beside the INT8 one (None: no split). See passes/outlier_split.
+    # a small float MatMul beside the INT8 one (None: no split). See quant/outlier_split.
     outlier_threshold: float | None = None
     outlier_max_channels: int = 8
     # Any node whose INT8 output, fed exact inputs, falls below this SQNR on the
@@ -112,11 +128,13 @@ class DynamicInt8Config:
         return dataclasses.replace(self, exclude=_merged(self.exclude, nodes))
 
 
+@register_quant_config
 @dataclass(frozen=True)
 class WeightOnlyInt4Config:
     """Block-wise INT4 weights for MatMuls (MatMulNBits), embeddings as GatherBlockQuantized."""
 
     method: ClassVar[str] = "weight-only-int4"
+    quantizer: ClassVar[str] = "edgeopt.quant.int4"  # the module that registers its quantizer
     block_size: int = 128
     symmetric: bool = True
     # Bits of every MatMul not named in int8_nodes: 4, or 8 for weight-only INT8.
@@ -124,7 +142,7 @@ class WeightOnlyInt4Config:
     # MatMulNBits compute type: 0 = as input (fp32), 4 = int8 activations (fast on CPU).
     accuracy_level: int = 4
     # rtn: round to nearest (data-free); gptq: edgeopt's GPTQ with scales
-    # searched on calibration data (passes/blockquant); hqq: onnxruntime's HQQ.
+    # searched on calibration data (quant/blockquant); hqq: onnxruntime's HQQ.
     algorithm: str = "rtn"
     quantize_embeddings: bool = True
     # MatMuls kept at 8 bits (8-bit MatMulNBits) because 4 bits cost too much accuracy:
@@ -134,9 +152,9 @@ class WeightOnlyInt4Config:
     # embedding lookup reads too (needs the head among int8_nodes).
     share_embedding: bool = False
     # SmoothQuant migration strength for the gated MLP product before each down
-    # projection (passes/smooth_act); 0 = off. Needs calibration rows.
+    # projection (quant/smooth_act); 0 = off. Needs calibration rows.
     smooth_alpha: float = 0.0
-    # Activation-aware scales (passes/scale_search) searched per RMSNorm group and per
+    # Activation-aware scales (quant/scale_search) searched per RMSNorm group and per
     # output projection, folded into the norm or value weights. Needs calibration rows.
     scale_search: bool = False
 
@@ -177,13 +195,15 @@ CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 PROVIDER_RULES = ("none", "qnn")
 
 
+@register_quant_config
 @dataclass(frozen=True)
 class StaticInt8Config:
     """INT8 weights and activations whose scales come from calibration on real rows,
     written as QuantizeLinear/DequantizeLinear pairs (QDQ): the form NNAPI, XNNPACK,
-    QNN and the CPU EP turn into integer kernels. See passes/quant_static."""
+    QNN and the CPU EP turn into integer kernels. See quant/static."""
 
     method: ClassVar[str] = "static-int8"
+    quantizer: ClassVar[str] = "edgeopt.quant.static"  # the module that registers its quantizer
     # How a tensor's range is chosen from its calibration values: minmax keeps every
     # outlier, percentile clips the top (100 - percentile)%, entropy minimizes KL.
     calibration: str = "minmax"
@@ -209,7 +229,7 @@ class StaticInt8Config:
     # Node names (after optimization) kept in float.
     exclude: tuple[str, ...] = ()
     # Input channels whose calibration max |x| exceeds this multiple of the median go to
-    # a small float MatMul beside the quantized one (None: no split); passes/outlier_split.
+    # a small float MatMul beside the quantized one (None: no split); quant/outlier_split.
     outlier_threshold: float | None = None
     outlier_max_channels: int = 8
     # Static input shape [batch, sequence] for providers that need one (NNAPI, QNN):
@@ -266,21 +286,6 @@ def _merged(old: tuple[str, ...], new: tuple[str, ...]) -> tuple[str, ...]:
 
 QuantConfig = NoQuantConfig | DynamicInt8Config | WeightOnlyInt4Config | StaticInt8Config
 
-# One explicit registry: method name -> config type. Refuses duplicates.
-QUANT_CONFIGS: dict[str, type] = {}
-
-
-def register_quant_config(cls: type) -> type:
-    """Add a quantization config type under its ``method`` name."""
-    name = cls.method
-    if name in QUANT_CONFIGS:
-        raise ValueError(f"quantization method {name!r} registered twice")
-    QUANT_CONFIGS[name] = cls
-    return cls
-
-
-for _cls in (NoQuantConfig, DynamicInt8Config, WeightOnlyInt4Config, StaticInt8Config):
-    register_quant_config(_cls)
 
 
 @dataclass(frozen=True)

@@ -14,22 +14,6 @@ from typing import ClassVar
 
 from edgeopt.recipe import check
 
-
-@dataclass(frozen=True)
-class KeepLayersConfig:
-    """Keep only these transformer layers (0-based, in order): the student a
-    distillation starts from, or a cheaper model when the later layers add little."""
-
-    stage: ClassVar[str] = "keep-layers"
-    layers: tuple[int, ...] = ()
-
-    def __post_init__(self) -> None:
-        check(bool(self.layers), "prepare keep-layers needs layers: [i, j, ...] (0-based)")
-        check(all(i >= 0 for i in self.layers), "prepare keep-layers: layer indices must be >= 0")
-        check(list(self.layers) == sorted(set(self.layers)),
-              "prepare keep-layers: list each layer once, in increasing order")
-
-
 # One explicit registry: stage name -> config type. Refuses duplicates.
 PREPARE_CONFIGS: dict[str, type] = {}
 
@@ -42,4 +26,18 @@ def register_prepare_config(cls: type) -> type:
     return cls
 
 
-register_prepare_config(KeepLayersConfig)
+@register_prepare_config
+@dataclass(frozen=True)
+class KeepLayersConfig:
+    """Keep only these transformer layers (0-based, in order): the student a
+    distillation starts from, or a cheaper model when the later layers add little."""
+
+    stage: ClassVar[str] = "keep-layers"
+    runner: ClassVar[str] = "edgeopt.prepare.keep_layers"  # the module that registers its stage
+    layers: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        check(bool(self.layers), "prepare keep-layers needs layers: [i, j, ...] (0-based)")
+        check(all(i >= 0 for i in self.layers), "prepare keep-layers: layer indices must be >= 0")
+        check(list(self.layers) == sorted(set(self.layers)),
+              "prepare keep-layers: list each layer once, in increasing order")

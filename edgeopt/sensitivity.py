@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from edgeopt.diagnosis import ErrorStats
-from edgeopt.passes.quantize import Candidate
+from edgeopt.quant.registry import Candidate
 from edgeopt.runtime import make_session
 
 _REFERENCE = "::reference"

@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgeopt.passes.blockquant import block_for, dequantize, pack, quantize_weight
+from edgeopt.quant.blockquant import block_for, dequantize, pack, quantize_weight
 
 
 def _matmul_graph(w_kn: np.ndarray) -> onnx.ModelProto:

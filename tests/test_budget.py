@@ -22,7 +22,7 @@ from edgeopt.errors import DataError, RecipeError
 from edgeopt.gates import ParityResult, check_gates
 from edgeopt.intermediates import diagnose_onnx
 from edgeopt.metrics import output_metrics
-from edgeopt.passes.quantize import QuantContext, quantize
+from edgeopt.quant.registry import QuantContext, quantize
 from edgeopt.recipe import AccuracyBudget, DynamicInt8Config, Gates, StaticInt8Config
 from edgeopt.runtime import make_session
 

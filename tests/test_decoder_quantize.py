@@ -14,7 +14,7 @@ from edgeopt.artifact import OnnxArtifact, PassRecord
 from edgeopt.decoder.generate import OnnxCausalLM
 from edgeopt.decoder.untie import untie_lm_head
 from edgeopt.graph import float_weight_matmuls, op_counts
-from edgeopt.passes.quantize import quantize
+from edgeopt.quant.registry import quantize
 from edgeopt.recipe import WeightOnlyInt4Config
 
 
@@ -78,7 +78,7 @@ def _calibration(io, rows=2, length=12):
 
 
 def test_gptq_keeps_named_projections_at_8_bits_and_stores_a_tied_table_once(tiny_llama_onnx, tmp_path):
-    from edgeopt.passes.quantize import QuantContext
+    from edgeopt.quant.registry import QuantContext
 
     path, io, _ = tiny_llama_onnx
     record = PassRecord("quantize", {})
@@ -123,7 +123,7 @@ def test_gptq_without_calibration_rows_is_a_data_error(tiny_llama_onnx, tmp_path
 
 
 def test_merged_projections_give_the_same_logits_bit_for_bit(tiny_llama_onnx, tmp_path, monkeypatch):
-    from edgeopt.passes import quant_nbits
+    from edgeopt.quant import nbits as quant_nbits
 
     path, io, _ = tiny_llama_onnx
     (tmp_path / "merged").mkdir()
@@ -138,8 +138,8 @@ def test_merged_projections_give_the_same_logits_bit_for_bit(tiny_llama_onnx, tm
 
 
 def test_smoothing_finds_every_down_projection_and_keeps_the_float_logits(tiny_llama_onnx, tmp_path):
-    from edgeopt.passes.input_stats import input_stats
-    from edgeopt.passes.smooth_act import apply_smoothing, smoothable
+    from edgeopt.quant.input_stats import input_stats
+    from edgeopt.quant.smooth_act import apply_smoothing, smoothable
 
     path, io, _ = tiny_llama_onnx
     model = onnx.load(str(path))
@@ -159,7 +159,7 @@ def test_smoothing_finds_every_down_projection_and_keeps_the_float_logits(tiny_l
 
 def test_smoothing_is_recorded_and_needs_calibration_rows(tiny_llama_onnx, tmp_path):
     from edgeopt.errors import DataError
-    from edgeopt.passes.quantize import QuantContext
+    from edgeopt.quant.registry import QuantContext
 
     path, io, _ = tiny_llama_onnx
     config = WeightOnlyInt4Config(block_size=32, smooth_alpha=0.5)
@@ -175,8 +175,8 @@ def test_smoothing_is_recorded_and_needs_calibration_rows(tiny_llama_onnx, tmp_p
 
 def test_scale_search_folds_into_norms_and_values_and_keeps_the_float_logits(tiny_llama_onnx, tmp_path,
                                                                            monkeypatch):
-    from edgeopt.passes import scale_search
-    from edgeopt.passes.input_stats import input_stats
+    from edgeopt.quant import scale_search
+    from edgeopt.quant.input_stats import input_stats
 
     path, io, _ = tiny_llama_onnx
     untied = untie_lm_head(OnnxArtifact(path), tmp_path, PassRecord("untie", {}))
@@ -207,7 +207,7 @@ def test_scale_search_folds_into_norms_and_values_and_keeps_the_float_logits(tin
 
 def test_scale_search_is_recorded_and_needs_calibration_rows(tiny_llama_onnx, tmp_path):
     from edgeopt.errors import DataError
-    from edgeopt.passes.quantize import QuantContext
+    from edgeopt.quant.registry import QuantContext
 
     path, io, _ = tiny_llama_onnx
     config = WeightOnlyInt4Config(block_size=32, scale_search=True)

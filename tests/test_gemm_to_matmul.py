@@ -6,7 +6,7 @@ import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from edgeopt.passes.gemm_to_matmul import gemm_to_matmul
+from edgeopt.quant.gemm_to_matmul import gemm_to_matmul
 
 
 def _graph(trans_b: int, alpha: float = 1.0, shared: bool = False):

@@ -30,11 +30,11 @@ def test_the_layer_contracts_are_kept():
 
 def test_a_layer_contract_catches_an_upward_import(tmp_path):
     # The same checker on a contract the code is known to break (the core imports the
-    # passes), so the kept contract above is not kept for want of looking.
+    # quantizers), so the kept contract above is not kept for want of looking.
     config = tmp_path / "upside-down.toml"
     config.write_text('[tool.importlinter]\nroot_package = "edgeopt"\n\n'
                       '[[tool.importlinter.contracts]]\nname = "upside down"\ntype = "layers"\n'
-                      'layers = ["edgeopt.passes", "edgeopt.compiler"]\n')
+                      'layers = ["edgeopt.quant", "edgeopt.compiler"]\n')
     result = _lint_imports(config)
     assert result.returncode == 1 and "BROKEN" in result.stdout
-    assert "edgeopt.compiler is not allowed to import edgeopt.passes" in result.stdout
+    assert "edgeopt.compiler is not allowed to import edgeopt.quant" in result.stdout

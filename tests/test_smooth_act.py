@@ -13,7 +13,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from edgeopt.artifact import OnnxArtifact, PassRecord
-from edgeopt.passes.quantize import QuantContext, quantize
+from edgeopt.quant.registry import QuantContext, quantize
 from edgeopt.recipe import WeightOnlyInt4Config
 
 K, N, M = 64, 256, 48

@@ -17,7 +17,7 @@ from helpers import fast_recipe, shared_path
 from edgeopt.artifact import OnnxArtifact, PassRecord
 from edgeopt.compiler.quantize import quant_context
 from edgeopt.errors import RecipeError
-from edgeopt.passes.quantize import QuantContext, budget_candidates, quantize
+from edgeopt.quant.registry import QuantContext, budget_candidates, quantize
 from edgeopt.recipe import StaticInt8Config
 from edgeopt.recipe_yaml import recipe_from_dict
 from edgeopt.runtime import conform_feeds, fixed_input_shape, make_session, run_one

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from edgeopt.passes.quantize import QuantContext
 from edgeopt.providers import provider_rules
+from edgeopt.quant.registry import QuantContext
 
 
 def quant_context(config: Any, calibration: tuple[dict[str, np.ndarray], ...],

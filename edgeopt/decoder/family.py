@@ -99,7 +99,7 @@ def quantize(graph: OnnxArtifact, config: Any, workdir: Path, ctx: DecoderContex
     """Weight quantizers need the tied lm_head as its own initializer; fp32 keeps one copy."""
     from edgeopt.compiler.quantize import quant_context
     from edgeopt.decoder.untie import untie_lm_head
-    from edgeopt.passes.quantize import quantize
+    from edgeopt.quant.registry import quantize
 
     feeds, ctx.record.notes["calibration"] = _calibration(ctx)
     context = quant_context(config, tuple(feeds))

@@ -115,7 +115,7 @@ def optimize(graph: OnnxArtifact, config: OptimizeConfig, workdir: Path, ctx: En
 
 def quantize(graph: OnnxArtifact, config: Any, workdir: Path, ctx: EncoderContext) -> OnnxArtifact:
     from edgeopt.compiler.quantize import quant_context
-    from edgeopt.passes.quantize import quantize
+    from edgeopt.quant.registry import quantize
 
     _check_fixed_shape(config, ctx.task)
     calibration = ctx.inputs.calibration

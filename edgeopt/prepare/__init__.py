@@ -12,8 +12,9 @@ from edgeopt.errors import RecipeError
 
 PrepareFn = Callable[..., Any]  # (LoadedModel, config, workdir, ctx) -> LoadedModel
 
+# Config type -> its stage function; each config type names the module that registers it
+# (``runner``), imported on first use.
 _RUNNERS: dict[type, PrepareFn] = {}
-_MODULES = ("edgeopt.prepare.keep_layers",)
 
 
 def register_prepare(config_type: type) -> Callable[[PrepareFn], PrepareFn]:
@@ -29,8 +30,7 @@ def register_prepare(config_type: type) -> Callable[[PrepareFn], PrepareFn]:
 
 def runner_for(config: Any) -> PrepareFn:
     """The registered function for ``config``'s type."""
-    for module in _MODULES:
-        importlib.import_module(module)  # each registers its stage on import
+    importlib.import_module(type(config).runner)  # registers its stage on import
     fn = _RUNNERS.get(type(config))
     if fn is None:
         raise RecipeError(f"no prepare stage registered for {getattr(config, 'stage', config)!r}")

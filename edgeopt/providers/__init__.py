@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 
 from edgeopt.errors import RecipeError
-from edgeopt.qdq_plan import PlanRules
+from edgeopt.quant.plan import PlanRules
 
 # Provider name -> module holding its ``qdq_rules(model, config, plan) -> plan``.
 _MODULES = {"qnn": "edgeopt.providers.qnn"}

@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from edgeopt.qdq_plan import QdqPlan, TensorOverride
+from edgeopt.quant.plan import QdqPlan, TensorOverride
 from edgeopt.recipe import StaticInt8Config
 
 # What HTP runs well: A16W8 (16-bit activations keep transformer accuracy; 8-bit

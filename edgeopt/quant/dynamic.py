@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from edgeopt.artifact import OnnxArtifact, PassRecord
-from edgeopt.passes.gemm_to_matmul import gemm_to_matmul
-from edgeopt.passes.outlier_split import split_outliers
-from edgeopt.passes.quantize import Candidate, QuantContext, quantized_op_counts, register_quantizer
+from edgeopt.quant.gemm_to_matmul import gemm_to_matmul
+from edgeopt.quant.outlier_split import split_outliers
+from edgeopt.quant.registry import Candidate, QuantContext, quantized_op_counts, register_quantizer
 from edgeopt.recipe import DynamicInt8Config
 
 

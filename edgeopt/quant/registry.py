@@ -20,7 +20,7 @@ import numpy as np
 from edgeopt.artifact import OnnxArtifact, PassRecord
 from edgeopt.errors import RecipeError
 from edgeopt.graph import op_counts
-from edgeopt.qdq_plan import PlanRules
+from edgeopt.quant.plan import PlanRules
 from edgeopt.recipe import NoQuantConfig
 from edgeopt.runtime import quiet_logging
 
@@ -61,9 +61,9 @@ class Quantizer:
     candidates: CandidatesFn | None = None
 
 
-# Plain dict keyed by config type (torchao style); refuses duplicates.
+# Plain dict keyed by config type (torchao style); refuses duplicates. Each config type
+# names the module that registers its quantizer (``quantizer``), imported on first use.
 _QUANTIZERS: dict[type, Quantizer] = {}
-_MODULES = ("edgeopt.passes.quant_dynamic", "edgeopt.passes.quant_int4", "edgeopt.passes.quant_static")
 
 
 def register_quantizer(config_type: type, candidates: CandidatesFn | None = None
@@ -80,8 +80,9 @@ def register_quantizer(config_type: type, candidates: CandidatesFn | None = None
 
 
 def _lookup(config: Any) -> Quantizer:
-    for module in _MODULES:
-        importlib.import_module(module)  # each registers its quantizers on import
+    module = getattr(type(config), "quantizer", None)
+    if module is not None:
+        importlib.import_module(module)  # registers its quantizer on import
     entry = _QUANTIZERS.get(type(config))
     if entry is None:
         raise RecipeError(f"no quantizer registered for method {getattr(config, 'method', config)!r}")

@@ -1,10 +1,10 @@
 """edgeopt's own MatMulNBits writer: symmetric 4-bit weights (round to nearest, or GPTQ
 with scales searched on calibration data), 8-bit weights for the MatMuls a recipe names,
 and a tied word table stored once; MatMulNBits that share an input are then merged
-(:mod:`edgeopt.passes.nbits_fuse`).
+(:mod:`edgeopt.quant.nbits_fuse`).
 
 Every MatMul whose second input is a float initializer becomes ``MatMulNBits(x, B,
-scales)`` with the codes from :mod:`edgeopt.passes.blockquant`. 8-bit MatMuls take the
+scales)`` with the codes from :mod:`edgeopt.quant.blockquant`. 8-bit MatMuls take the
 largest block dividing K (no stored padding); 4-bit ones the recipe's block.
 
 A tied embedding and LM head (same table) are stored once when the head is 8-bit: the
@@ -26,11 +26,11 @@ import numpy as np
 
 from edgeopt.errors import DataError
 from edgeopt.graph import drop_unused
-from edgeopt.passes.blockquant import block_for, pack, quantize_weight
-from edgeopt.passes.input_stats import input_stats
-from edgeopt.passes.nbits_fuse import fuse_siblings
-from edgeopt.passes.scale_search import ScaleGroup, scale_groups, search_scales
-from edgeopt.passes.smooth_act import apply_smoothing, peak_ratio, smoothable, smoothed_moments
+from edgeopt.quant.blockquant import block_for, pack, quantize_weight
+from edgeopt.quant.input_stats import input_stats
+from edgeopt.quant.nbits_fuse import fuse_siblings
+from edgeopt.quant.scale_search import ScaleGroup, scale_groups, search_scales
+from edgeopt.quant.smooth_act import apply_smoothing, peak_ratio, smoothable, smoothed_moments
 from edgeopt.recipe import WeightOnlyInt4Config
 
 _FLOAT = 1  # onnx.TensorProto.FLOAT, without importing onnx at module load

@@ -1,7 +1,7 @@
 """Weight-only INT4: block-wise MatMulNBits for MatMuls, GatherBlockQuantized for embeddings.
 
 Symmetric round-to-nearest and GPTQ go through edgeopt's own writer
-(:mod:`edgeopt.passes.quant_nbits`), which also keeps named MatMuls at 8 bits and stores
+(:mod:`edgeopt.quant.nbits`), which also keeps named MatMuls at 8 bits and stores
 a tied word table once; HQQ and asymmetric grids go through onnxruntime's quantizer.
 Embedding tables the writer did not share are quantized to 4 bits by onnxruntime.
 """
@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from edgeopt.artifact import OnnxArtifact, PassRecord
-from edgeopt.passes.gemm_to_matmul import gemm_to_matmul
-from edgeopt.passes.quant_nbits import float_tables, write_nbits
-from edgeopt.passes.quantize import QuantContext, quantized_op_counts, register_quantizer
+from edgeopt.quant.gemm_to_matmul import gemm_to_matmul
+from edgeopt.quant.nbits import float_tables, write_nbits
+from edgeopt.quant.registry import QuantContext, quantized_op_counts, register_quantizer
 from edgeopt.recipe import WeightOnlyInt4Config
 
 # Gather tables are [vocab, hidden]: blocks run along the hidden axis (1); MatMul

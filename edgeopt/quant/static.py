@@ -26,10 +26,10 @@ import numpy as np
 
 from edgeopt.artifact import OnnxArtifact, PassRecord
 from edgeopt.errors import DataError
-from edgeopt.passes.gemm_to_matmul import gemm_to_matmul
-from edgeopt.passes.outlier_split import split_outliers
-from edgeopt.passes.quantize import Candidate, QuantContext, quantized_op_counts, register_quantizer
-from edgeopt.qdq_plan import QdqPlan, TensorOverride
+from edgeopt.quant.gemm_to_matmul import gemm_to_matmul
+from edgeopt.quant.outlier_split import split_outliers
+from edgeopt.quant.plan import QdqPlan, TensorOverride
+from edgeopt.quant.registry import Candidate, QuantContext, quantized_op_counts, register_quantizer
 from edgeopt.recipe import StaticInt8Config
 from edgeopt.runtime import conform_feeds
 

@@ -17,7 +17,7 @@ only the down projection's weights see a wider spread, which they absorb at 8 bi
 
 Only this pattern is smoothed: MatMuls fed by an RMSNorm would fold ``s`` into the norm
 and spread it over the 4-bit q and gate weights, which cost more than it saved there.
-Scales chosen for the weights' rounding instead (:mod:`edgeopt.passes.scale_search`)
+Scales chosen for the weights' rounding instead (:mod:`edgeopt.quant.scale_search`)
 are folded there.
 """
 

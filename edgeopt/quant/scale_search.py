@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from edgeopt.graph import read_counts
-from edgeopt.passes.blockquant import dequantize, quantize_weight
+from edgeopt.quant.blockquant import dequantize, quantize_weight
 
 ALPHAS = np.linspace(0.0, 1.0, 11)
 _NORMS = ("RMSNormalization", "SimplifiedLayerNormalization")
