@@ -231,6 +231,8 @@ def _manifest(req: CompileRequest, task: EncoderTask, model_path: Path, parity: 
         "session_options": {"disabled_optimizers": list(req.recipe.disabled_optimizers())},
         "parity": "passed" if parity.passed else "failed",
         "source_weights_sha256": report.source["weights_sha256"],
+        # LoRA hook (edgeopt.lora): the adapter merged into the source, else null.
+        "source_adapter": report.source.get("adapter"),
         "versions": report.versions,
         "recipe": report.recipe,
     }
@@ -275,7 +277,9 @@ def build_report(req: CompileRequest, journal: Journal, parity: ParityResult,
 def _source_info(src: SourceModel) -> dict[str, Any]:
     return {"path": str(src.path), "architecture": src.architecture, "model_type": src.model_type,
             "library": src.library, "weights_sha256": src.weights_sha256(),
-            "weight_files": [p.name for p in src.weight_files]}
+            "weight_files": [p.name for p in src.weight_files],
+            # LoRA hook: path, sha256, r, alpha, target modules of the merged adapter.
+            "adapter": src.adapter.describe() if src.adapter else None}
 
 
 def _record_dict(r: Any) -> dict[str, Any]:

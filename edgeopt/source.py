@@ -11,7 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgeopt.errors import ModelError
 from edgeopt.families import (
@@ -22,6 +22,9 @@ from edgeopt.families import (
     TEXT_GENERATION,
     model_types_for,
 )
+
+if TYPE_CHECKING:
+    from edgeopt.lora import LoraAdapter
 
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
@@ -41,6 +44,8 @@ class SourceModel:
     normalize: bool  # sentence-transformers Normalize module present
     label_names: tuple[str, ...] | None
     config: dict[str, Any]
+    # LoRA hook (edgeopt.lora): set when the folder given was an adapter on this base model.
+    adapter: LoraAdapter | None = None
 
     def weights_sha256(self) -> str:
         """sha256 over every weight file, in name order (the source's identity)."""
@@ -82,9 +87,18 @@ def inspect_model(
     task: str | None = None,
     allow_pickle: bool = False,
     trust_remote_code: bool = False,
+    base: str | Path | None = None,
 ) -> SourceModel:
-    """Resolve ``arg`` and check the folder is a model edgeopt can safely compile."""
+    """Resolve ``arg`` and check the folder is a model edgeopt can safely compile.
+
+    A LoRA adapter folder is inspected with its base (``base`` overrides the one it names).
+    """
     path = resolve_model_arg(arg)
+    # LoRA hook: an adapter folder (and any --base) is checked by edgeopt.lora.
+    from edgeopt import lora
+
+    if base is not None or lora.is_adapter_folder(path):
+        return lora.inspect_adapter(path, base, task, allow_pickle, trust_remote_code)
     if not path.is_dir():
         raise ModelError(f"{path} is a file; pass the model folder that holds config.json")
     config = _read_config(path)
