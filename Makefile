@@ -13,7 +13,7 @@ TORCH_PIN := torch==2.13.0
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check $(TORCH_PIN)
-	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev,gguf]"
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev,gguf,lora]"
 	touch $@
 
 install: $(VENV)/.installed

@@ -56,6 +56,7 @@ def compile(  # noqa: A001 - the public name the design asks for
     trust_remote_code: bool = False,
     fail_on_parity: bool = True,
     on_stage: StageHook | None = None,
+    base: str | Path | None = None,
 ) -> Report:
     """Compile ``model`` (a folder or a demo name) for ``target`` into the bundle ``out``.
 
@@ -64,6 +65,9 @@ def compile(  # noqa: A001 - the public name the design asks for
     set an accuracy budget: they become gates, and when the quantized model misses them
     the most sensitive layers are kept in higher precision until it holds
     (:mod:`edgeopt.budget`); the report lists what was kept and what it cost.
+
+    ``base`` is the base model folder of a LoRA adapter ``model`` (default: the local
+    folder its adapter_config.json names); the merged model is what gets compiled.
 
     ``decoder_eval`` sets how much text a causal LM is validated on (tokens, window,
     prompts); it is refused for other tasks.
@@ -74,7 +78,7 @@ def compile(  # noqa: A001 - the public name the design asks for
     """
     name, chosen = resolve_recipe(target, recipe)
     src = inspect_model(str(model), task=task, allow_pickle=allow_pickle,
-                        trust_remote_code=trust_remote_code)
+                        trust_remote_code=trust_remote_code, base=base)
     budget = None
     if max_accuracy_drop is not None or min_agreement is not None:
         budget = AccuracyBudget(max_accuracy_drop=max_accuracy_drop, min_agreement=min_agreement)
@@ -92,6 +96,8 @@ def compile(  # noqa: A001 - the public name the design asks for
             raise RecipeError(f"unknown gate in overrides: {err}") from None
     out_path = Path(out).expanduser()
     check_output(out_path, force, source=src.path)
+    if src.adapter is not None:  # the adapter folder is never written to either
+        check_output(out_path, force, source=src.adapter.path)
     family = family_for(src.task)
     inputs = family.read_inputs(InputRequest(
         src=src, eval_data=eval_data, calibration_data=calibration_data,

@@ -91,6 +91,9 @@ def _parse_gates(values: tuple[str, ...]) -> dict[str, float | None]:
 @click.option("--min-agreement", type=click.FloatRange(min=0, max=1, min_open=True), metavar="X",
               help="Accuracy budget: label agreement with PyTorch >= X (classifiers) or lowest "
                    "cosine >= X (embeddings).")
+@click.option("--base", type=click.Path(file_okay=False),
+              help="Base model folder of a LoRA adapter MODEL (default: the one its "
+                   "adapter_config.json names).")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
 @click.option("--allow-pickle", is_flag=True, help="Allow pickle (.bin) weights; they can run code.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow custom model code from the folder.")
@@ -102,9 +105,10 @@ def compile_cmd(model: str, target: str | None, recipe: str | None, out: str, ta
                 eval_data: str | None, max_eval_rows: int | None, max_eval_tokens: int | None,
                 calibration_data: str | None,
                 gate_values: tuple[str, ...], max_accuracy_drop: float | None,
-                min_agreement: float | None, force: bool, allow_pickle: bool, trust_remote_code: bool,
-                no_fail_on_parity: bool, as_json: bool) -> None:
-    """Compile MODEL (a model folder or a demo name) into a validated bundle."""
+                min_agreement: float | None, base: str | None, force: bool, allow_pickle: bool,
+                trust_remote_code: bool, no_fail_on_parity: bool, as_json: bool) -> None:
+    """Compile MODEL (a model folder, a LoRA adapter folder or a demo name) into a
+    validated bundle."""
     from edgeopt.api import compile as run_compile
     from edgeopt.errors import ParityError
     from edgeopt.progress import StageDisplay
@@ -123,7 +127,7 @@ def compile_cmd(model: str, target: str | None, recipe: str | None, out: str, ta
                 gates=_parse_gates(gate_values), max_accuracy_drop=max_accuracy_drop,
                 min_agreement=min_agreement, force=force,
                 allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
-                fail_on_parity=not no_fail_on_parity, on_stage=display.on_stage,
+                fail_on_parity=not no_fail_on_parity, on_stage=display.on_stage, base=base,
             )
         except ParityError as err:
             if err.report is not None:

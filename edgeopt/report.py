@@ -69,6 +69,11 @@ class Report:
                   f"- source: `{self.source.get('path')}` ({self.source.get('architecture')}), "
                   f"weights sha256 `{str(self.source.get('weights_sha256'))[:16]}…`",
                   f"- compile time: {self.seconds:.1f} s"]
+        adapter = self.source.get("adapter")
+        if adapter:
+            lines.insert(-1, f"- LoRA adapter merged: `{adapter['path']}` (r {adapter['r']}, alpha "
+                             f"{adapter['lora_alpha']}), weights sha256 "
+                             f"`{str(adapter['weights_sha256'])[:16]}…`")
         if self.bundle:
             lines.append(f"- bundle: `{self.bundle}`")
         if self.failures:

@@ -11,7 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgeopt.artifact import sha256_file
 from edgeopt.errors import ModelError
@@ -24,6 +24,9 @@ from edgeopt.families import (
     model_types_for,
 )
 from edgeopt.onnx_source import check_tokenizer, external_files, find_onnx, onnx_task, read_config
+
+if TYPE_CHECKING:
+    from edgeopt.lora import LoraAdapter
 
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
@@ -45,6 +48,8 @@ class SourceModel:
     config: dict[str, Any]
     # Set when the source is an ONNX graph (export is skipped; it is the parity reference).
     onnx_file: Path | None = None
+    # Set when the folder given was a LoRA adapter on this base model (edgeopt.lora).
+    adapter: LoraAdapter | None = None
 
     def weights_sha256(self) -> str:
         """sha256 over every weight file, in name order (the source's identity)."""
@@ -78,9 +83,17 @@ def inspect_model(
     task: str | None = None,
     allow_pickle: bool = False,
     trust_remote_code: bool = False,
+    base: str | Path | None = None,
 ) -> SourceModel:
-    """Resolve ``arg`` and check the folder is a model edgeopt can safely compile."""
+    """Resolve ``arg`` and check the folder is a model edgeopt can safely compile.
+
+    A LoRA adapter folder is inspected with its base (``base`` overrides the one it names).
+    """
     path = resolve_model_arg(arg)
+    from edgeopt import lora
+
+    if base is not None or lora.is_adapter_folder(path):
+        return lora.inspect_adapter(path, base, task, allow_pickle, trust_remote_code)
     onnx_file = find_onnx(path)
     if onnx_file is not None:
         return _inspect_onnx(onnx_file, task)

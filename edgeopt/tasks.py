@@ -57,11 +57,16 @@ def load_torch(src: SourceModel, trust_remote_code: bool = False) -> LoadedModel
             trust_remote_code=trust_remote_code,
         )
         tokenizer = AutoTokenizer.from_pretrained(
-            src.path, local_files_only=True, trust_remote_code=trust_remote_code
+            src.adapter.tokenizer_path if src.adapter else src.path,  # an adapter may bring its own
+            local_files_only=True, trust_remote_code=trust_remote_code,
         )
     except (OSError, ValueError, KeyError, RuntimeError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelError(f"could not load {src.path}: {first}") from None
+    if src.adapter is not None:  # fold the adapter into the base (edgeopt.lora)
+        from edgeopt.lora import merge_adapter
+
+        model = merge_adapter(model, src.adapter)
     model.eval()
     return LoadedModel(model=model, tokenizer=tokenizer)
 

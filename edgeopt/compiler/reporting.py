@@ -57,4 +57,6 @@ def source_info(src: SourceModel) -> dict[str, Any]:
     """Where the model came from and its identity (weights sha256)."""
     return {"path": str(src.path), "architecture": src.architecture, "model_type": src.model_type,
             "library": src.library, "weights_sha256": src.weights_sha256(),
-            "weight_files": [p.name for p in src.weight_files]}
+            "weight_files": [p.name for p in src.weight_files],
+            # A LoRA adapter merged into this base: its path, sha256, r, alpha, targets.
+            "adapter": src.adapter.describe() if src.adapter else None}

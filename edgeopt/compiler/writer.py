@@ -63,6 +63,8 @@ def _manifest(ctx: StageContext, model_path: Path, report: Report, tokenizer: An
         "session_options": {"disabled_optimizers": list(req.recipe.disabled_optimizers())},
         "parity": "passed" if report.passed else "failed",
         "source_weights_sha256": report.source["weights_sha256"],
+        # The LoRA adapter merged into the source (edgeopt.lora), else null.
+        "source_adapter": report.source.get("adapter"),
         "versions": report.versions,
         "recipe": report.recipe,
     }
