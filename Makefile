@@ -7,13 +7,15 @@ PY := $(VENV)/bin/python
 EDGEOPT := $(VENV)/bin/edgeopt
 # The local CPU wheel; an unpinned torch pulls a multi-GB CUDA build.
 TORCH_PIN := torch==2.13.0
+# The exact versions the figures and tests were measured with (pyproject keeps ranges).
+LOCK := requirements/lock.txt
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint lock bench clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check $(TORCH_PIN)
-	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev,gguf,lora]"
+	$(PY) -m pip install -q --disable-pip-version-check -c $(LOCK) -e ".[dev,gguf,lora]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -28,6 +30,12 @@ test: install
 
 lint: install
 	$(VENV)/bin/ruff check edgeopt tests benchmarks
+	$(VENV)/bin/lint-imports
+
+# Re-pin the lock to what the venv holds now (after the suite passed on it).
+lock: install
+	( sed -n '1,2p' $(LOCK); $(PY) -m pip freeze --exclude-editable | grep -v '^edgeopt' \
+	  | sed 's/^torch==.*/$(TORCH_PIN)/' ) > $(LOCK).new && mv $(LOCK).new $(LOCK)
 
 bench: install
 	$(PY) benchmarks/bench_encoders.py

@@ -108,6 +108,9 @@ class DynamicInt8Config:
     # a small float MatMul beside the INT8 one (None: no split). See quant/outlier_split.
     outlier_threshold: float | None = None
     outlier_max_channels: int = 8
+    # SmoothQuant strength for the inputs of packed Attention (QAttention quantizes them
+    # per tensor): loud LayerNorm channels move into the Q/K/V weight rows; 0 = off.
+    smooth_attention_alpha: float = 0.0
     # Any node whose INT8 output, fed exact inputs, falls below this SQNR on the
     # calibration rows stays float (None: no guard). Catches token-wise massive
     # activations that no per-tensor scale or channel split can hold.
@@ -118,6 +121,7 @@ class DynamicInt8Config:
         check(self.outlier_threshold is None or self.outlier_threshold > 1.0,
                "quantize.outlier_threshold must be > 1 (a multiple of the median channel)")
         check(self.outlier_max_channels >= 1, "quantize.outlier_max_channels must be >= 1")
+        check(0.0 <= self.smooth_attention_alpha < 1.0, "quantize.smooth_attention_alpha must be in [0, 1)")
 
     # What an accuracy budget does to a node it keeps: dynamic INT8 has no wider
     # activation type, so the node stays float.

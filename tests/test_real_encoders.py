@@ -36,8 +36,9 @@ def test_int8_classifier_meets_the_gates(target, sst2_dev, tmp_path):
 
 
 def test_int8_embeddings_keep_cosine(minilm_embedder, sst2_dev, tmp_path):
+    # Issue 15's bar, on every SST-2 dev sentence (0.9929 measured with the locked versions).
     report = edgeopt.compile(str(minilm_embedder), recipe=fast_recipe("arm64-int8"),
-                             out=tmp_path / "e", eval_data=sst2_dev.sample(300))
-    assert report.task == "feature-extraction"
-    assert report.parity["metrics"]["cosine_min"] >= 0.99
+                             out=tmp_path / "e", eval_data=sst2_dev)
+    assert report.task == "feature-extraction" and report.parity["rows"] == 872
+    assert report.parity["metrics"]["cosine_min"] >= 0.992
     assert report.passed

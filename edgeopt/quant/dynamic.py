@@ -7,8 +7,9 @@ from typing import Any
 
 from edgeopt.artifact import OnnxArtifact, PassRecord
 from edgeopt.quant.gemm_to_matmul import gemm_to_matmul
-from edgeopt.quant.outlier_split import split_outliers
+from edgeopt.quant.outlier_split import activation_absmax, split_outliers
 from edgeopt.quant.registry import Candidate, QuantContext, quantized_op_counts, register_quantizer
+from edgeopt.quant.smooth_attention import attention_inputs, smooth_attention
 from edgeopt.recipe import DynamicInt8Config
 
 
@@ -50,8 +51,16 @@ def quantize_dynamic_int8(
     model = onnx.load(str(artifact.path))
     record.notes["gemm_rewritten"] = gemm_to_matmul(model)
     exclude = list(config.exclude) + sorted(standard_attention(model))
+    measured_on = artifact.path
+    if config.smooth_attention_alpha and context.calibration:
+        tensors = attention_inputs(model)
+        peaks = activation_absmax(artifact.path, tensors, list(context.calibration))
+        record.notes["smoothed_attention_inputs"] = smooth_attention(
+            model, peaks, config.smooth_attention_alpha)
+        measured_on = workdir / "smoothed-float.onnx"  # what the outlier split sees
+        onnx.save(model, str(measured_on))
     if config.outlier_threshold is not None:
-        split = split_outliers(model, artifact.path, list(context.calibration),
+        split = split_outliers(model, measured_on, list(context.calibration),
                                config.outlier_threshold, config.outlier_max_channels)
         exclude += split.float_nodes
         record.notes["outlier_channels"] = sum(len(c) for c in split.channels.values())

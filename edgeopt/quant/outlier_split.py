@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeopt.runtime import make_session
+from edgeopt.probe import probe_session
 
 
 @dataclass(frozen=True)
@@ -37,14 +37,7 @@ def activation_absmax(
     path: Path, tensors: list[str], feeds: list[dict[str, np.ndarray]]
 ) -> dict[str, np.ndarray]:
     """Per-channel (last axis) max |x| of ``tensors`` over the calibration feeds."""
-    import onnx
-
-    model = onnx.load(str(path))
-    existing = {o.name for o in model.graph.output}
-    for name in tensors:
-        if name not in existing:
-            model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    session = make_session(model.SerializeToString(), threads=2, optimization="basic")
+    session = probe_session(path, tensors)
     inputs = {i.name for i in session.get_inputs()}
     absmax: dict[str, np.ndarray] = {}
     for feed in feeds:
