@@ -2,8 +2,9 @@
 
 Everything task-specific lives here so the export, validation and benchmark code stays
 generic: an adapter says which inputs the graph takes, which single output it returns,
-and how that output is judged (labels for classifiers, cosine for embeddings).
-Decoders have their own adapter in :mod:`edgeopt.decoder`.
+and how that output is judged (labels for classifiers, cosine for embeddings). What
+differs between model types is in :mod:`edgeopt.encoder_families`. Decoders have their
+own adapter in :mod:`edgeopt.decoder`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edgeopt.encoder_families import family_of
 from edgeopt.errors import ModelError
 from edgeopt.families import FEATURE_EXTRACTION, TEXT_CLASSIFICATION
 from edgeopt.source import SourceModel
@@ -71,6 +73,8 @@ class EncoderTask:
         self.src = src
         self.loaded = loaded
         names = list(getattr(loaded.tokenizer, "model_input_names", ["input_ids", "attention_mask"]))
+        if not family_of(src.model_type).reads_token_types(src.config):
+            names = [n for n in names if n != "token_type_ids"]
         self.input_names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in names]
         if "input_ids" not in self.input_names or "attention_mask" not in self.input_names:
             raise ModelError(f"{src.path}: tokenizer must produce input_ids and attention_mask")
