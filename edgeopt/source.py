@@ -20,10 +20,13 @@ from edgeopt.families import (
     TASKS,
     TEXT_CLASSIFICATION,
     TEXT_GENERATION,
+    TOKEN_CLASSIFICATION,
     model_types_for,
 )
 
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+# Tasks whose outputs are label logits, named by config.json's id2label.
+_LABELLED_TASKS = (TEXT_CLASSIFICATION, TOKEN_CLASSIFICATION)
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,7 @@ class SourceModel:
     uses_pickle: bool
     pooling: str | None  # "mean" | "cls" | "max" for embeddings
     normalize: bool  # sentence-transformers Normalize module present
-    label_names: tuple[str, ...] | None
+    label_names: tuple[str, ...] | None  # classifiers, per sentence or per token
     config: dict[str, Any]
 
     def weights_sha256(self) -> str:
@@ -114,7 +117,7 @@ def inspect_model(
         uses_pickle=uses_pickle,
         pooling=pooling,
         normalize=normalize,
-        label_names=_label_names(config) if task == TEXT_CLASSIFICATION else None,
+        label_names=_label_names(config) if task in _LABELLED_TASKS else None,
         config=config,
     )
 
@@ -177,6 +180,8 @@ def detect_task(architecture: str, model_type: str, library: str) -> str:
         return FEATURE_EXTRACTION
     if architecture.endswith("ForSequenceClassification"):
         return TEXT_CLASSIFICATION
+    if architecture.endswith("ForTokenClassification"):
+        return TOKEN_CLASSIFICATION
     if architecture.endswith(("ForCausalLM", "LMHeadModel")):
         return TEXT_GENERATION
     if architecture.endswith("Model") and model_type in ENCODER_TYPES:
