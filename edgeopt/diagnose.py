@@ -113,8 +113,8 @@ def _resolve(arg: str | Path, role: str) -> _Side:
 
     src = inspect_model(str(arg))  # a model folder or a demo name; raises ModelError
     if src.task not in ENCODER_TASKS:
-        raise ModelError(f"diagnose compares encoders (classification, embeddings); {src.path} "
-                         f"is {src.task}")
+        raise ModelError(f"diagnose compares encoders (classifiers, token classifiers, "
+                         f"embeddings); {src.path} is {src.task}")
     return _Side(str(src.path), folder=src.path, src=src)
 
 

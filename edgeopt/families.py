@@ -17,7 +17,8 @@ DECODER_TASK_NAMES = (TEXT_GENERATION,)
 TASKS = ENCODER_TASK_NAMES + DECODER_TASK_NAMES
 
 # Model types (config.json ``model_type``) each family has adapters for.
-ENCODER_TYPES = ("bert", "roberta", "xlm-roberta", "distilbert", "electra", "mpnet")
+ENCODER_TYPES = ("bert", "roberta", "xlm-roberta", "distilbert", "electra", "mpnet", "deberta-v2",
+                 "modernbert", "albert")
 DECODER_TYPES = ("llama", "qwen2", "qwen3", "mistral", "gpt2")
 
 

@@ -1,4 +1,10 @@
-"""Numerical parity metrics between a reference output and a candidate output."""
+"""Numerical parity metrics between a reference output and a candidate output.
+
+Outputs with one row per input are judged on every row. Per-token outputs
+``[rows, sequence, ...]`` come with a ``mask`` ``[rows, sequence]`` of the tokens that
+are judged: each such token is one row of every metric, and the rest (padding, special
+tokens) is never looked at.
+"""
 
 from __future__ import annotations
 
@@ -23,10 +29,29 @@ def row_cosine(ref: np.ndarray, cand: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / np.maximum(den, 1e-30)
 
 
-def output_metrics(ref: np.ndarray, cand: np.ndarray) -> dict[str, float]:
-    """max/mean absolute error, per-row cosine (min and mean) and SQNR."""
+def scored_rows(values: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """The rows that are judged: all of them, or the masked tokens ``[tokens, ...]``."""
+    if mask is None:
+        return values
+    if mask.shape != values.shape[:2]:
+        raise ValueError(f"token mask {mask.shape} does not fit output {values.shape}")
+    return values[mask.astype(bool)]
+
+
+def label_agreement(ref: np.ndarray, cand: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Share of judged rows (or tokens) whose arg-max label is the same in both."""
+    ref_pred = scored_rows(ref, mask).argmax(-1)
+    cand_pred = scored_rows(cand, mask).argmax(-1)
+    return float((ref_pred == cand_pred).mean()) if ref_pred.size else float("nan")
+
+
+def output_metrics(
+    ref: np.ndarray, cand: np.ndarray, mask: np.ndarray | None = None
+) -> dict[str, float]:
+    """max/mean absolute error, per-row cosine (min and mean) and SQNR over judged rows."""
     if ref.shape != cand.shape:
         raise ValueError(f"output shapes differ: {ref.shape} vs {cand.shape}")
+    ref, cand = scored_rows(ref, mask), scored_rows(cand, mask)
     err = np.abs(ref.astype(np.float64) - cand.astype(np.float64))
     cos = row_cosine(ref, cand)
     return {

@@ -14,7 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from edgeopt.errors import RecipeError
-from edgeopt.families import FEATURE_EXTRACTION, TEXT_CLASSIFICATION, TEXT_GENERATION
+from edgeopt.families import (
+    FEATURE_EXTRACTION,
+    TEXT_CLASSIFICATION,
+    TEXT_GENERATION,
+    TOKEN_CLASSIFICATION,
+)
 from edgeopt.gates import Gates
 
 RECIPE_VERSION = 1
@@ -300,8 +305,8 @@ class AccuracyBudget:
     # Accuracy points lost against the PyTorch model, absolute (0.003 = 0.3 points);
     # needs labelled eval data.
     max_accuracy_drop: float | None = None
-    # Classifiers: label agreement with the PyTorch model; embeddings: the lowest
-    # per-row cosine to it.
+    # Classifiers: label agreement with the PyTorch model (per real token for token
+    # classification); embeddings: the lowest per-row cosine to it.
     min_agreement: float | None = None
 
     def __post_init__(self) -> None:
@@ -322,8 +327,9 @@ class AccuracyBudget:
                    "(use min_agreement, the lowest cosine, for embeddings)")
             out["max_accuracy_drop"] = self.max_accuracy_drop
         if self.min_agreement is not None:
-            key = "min_label_agreement" if task == TEXT_CLASSIFICATION else "min_cosine_min"
-            check(task in (TEXT_CLASSIFICATION, FEATURE_EXTRACTION),
+            labelled = task in (TEXT_CLASSIFICATION, TOKEN_CLASSIFICATION)
+            key = "min_label_agreement" if labelled else "min_cosine_min"
+            check(labelled or task == FEATURE_EXTRACTION,
                    f"accuracy budgets apply to classifiers and embedding models, not {task}")
             out[key] = self.min_agreement
         return out

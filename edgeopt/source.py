@@ -21,6 +21,7 @@ from edgeopt.families import (
     TASKS,
     TEXT_CLASSIFICATION,
     TEXT_GENERATION,
+    TOKEN_CLASSIFICATION,
     model_types_for,
 )
 from edgeopt.onnx_source import check_tokenizer, external_files, find_onnx, onnx_task, read_config
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
     from edgeopt.lora import LoraAdapter
 
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+# Tasks whose outputs are label logits, named by config.json's id2label.
+_LABELLED_TASKS = (TEXT_CLASSIFICATION, TOKEN_CLASSIFICATION)
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,7 @@ class SourceModel:
     uses_pickle: bool
     pooling: str | None  # "mean" | "cls" | "max" for embeddings
     normalize: bool  # sentence-transformers Normalize module present
-    label_names: tuple[str, ...] | None
+    label_names: tuple[str, ...] | None  # classifiers, per sentence or per token
     config: dict[str, Any]
     # Set when the source is an ONNX graph (export is skipped; it is the parity reference).
     onnx_file: Path | None = None
@@ -126,7 +129,7 @@ def inspect_model(
         uses_pickle=uses_pickle,
         pooling=pooling,
         normalize=normalize,
-        label_names=_label_names(config) if task == TEXT_CLASSIFICATION else None,
+        label_names=_label_names(config) if task in _LABELLED_TASKS else None,
         config=config,
     )
 
@@ -205,6 +208,8 @@ def detect_task(architecture: str, model_type: str, library: str) -> str:
         return FEATURE_EXTRACTION
     if architecture.endswith("ForSequenceClassification"):
         return TEXT_CLASSIFICATION
+    if architecture.endswith("ForTokenClassification"):
+        return TOKEN_CLASSIFICATION
     if architecture.endswith(("ForCausalLM", "LMHeadModel")):
         return TEXT_GENERATION
     if architecture.endswith("Model") and model_type in ENCODER_TYPES:

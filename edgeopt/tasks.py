@@ -2,8 +2,10 @@
 
 Everything task-specific lives here so the export, validation and benchmark code stays
 generic: an adapter says which inputs the graph takes, which single output it returns,
-and how that output is judged (labels for classifiers, cosine for embeddings).
-Decoders have their own adapter in :mod:`edgeopt.decoder`.
+which of its rows are judged (every row, or for per-token outputs the real tokens) and
+how (labels for classifiers, cosine for embeddings). What differs between model types
+is in :mod:`edgeopt.encoder_families`. Decoders have their own adapter in
+:mod:`edgeopt.decoder`.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgeopt.artifact import LoadedModel
+from edgeopt.encoder_families import family_of
 from edgeopt.errors import ModelError
-from edgeopt.families import FEATURE_EXTRACTION, TEXT_CLASSIFICATION
+from edgeopt.families import FEATURE_EXTRACTION, TEXT_CLASSIFICATION, TOKEN_CLASSIFICATION
+from edgeopt.metrics import label_agreement
 from edgeopt.source import SourceModel
 
 if TYPE_CHECKING:
@@ -80,6 +84,8 @@ class EncoderTask:
         self.src = src
         self.loaded = loaded
         names = list(getattr(loaded.tokenizer, "model_input_names", ["input_ids", "attention_mask"]))
+        if not family_of(src.model_type).reads_token_types(src.config):
+            names = [n for n in names if n != "token_type_ids"]
         self.input_names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in names]
         if "input_ids" not in self.input_names or "attention_mask" not in self.input_names:
             raise ModelError(f"{src.path}: tokenizer must produce input_ids and attention_mask")
@@ -115,6 +121,11 @@ class EncoderTask:
             feeds["token_type_ids"] = np.zeros_like(input_ids)
         return feeds
 
+    def scored_tokens(self, feeds: dict[str, np.ndarray]) -> np.ndarray | None:
+        """For per-token outputs, ``[batch, sequence]`` True on the tokens that are judged;
+        None when the output has one row per input (every row is judged)."""
+        return None
+
     # -- export ---------------------------------------------------------------------------
     def export_module(self) -> torch.nn.Module:
         raise NotImplementedError
@@ -134,8 +145,11 @@ class EncoderTask:
             return module(*args).float().numpy()
 
     def task_metrics(
-        self, ref: np.ndarray, cand: np.ndarray, labels: np.ndarray | None
+        self, ref: np.ndarray, cand: np.ndarray, labels: np.ndarray | None,
+        mask: np.ndarray | None = None,
     ) -> dict[str, float]:
+        """Task-level parity; ``mask`` is :meth:`scored_tokens` over all rows (per-token
+        outputs only)."""
         raise NotImplementedError
 
 
@@ -166,11 +180,12 @@ class ClassificationTask(EncoderTask):
         return _ClassifierModule.build(self.loaded.model, self.input_names)
 
     def task_metrics(
-        self, ref: np.ndarray, cand: np.ndarray, labels: np.ndarray | None
+        self, ref: np.ndarray, cand: np.ndarray, labels: np.ndarray | None,
+        mask: np.ndarray | None = None,
     ) -> dict[str, float]:
         ref_pred = ref.argmax(-1)
         cand_pred = cand.argmax(-1)
-        out = {"label_agreement": float((ref_pred == cand_pred).mean())}
+        out = {"label_agreement": label_agreement(ref, cand)}
         if labels is not None:
             out["accuracy_reference"] = float((ref_pred == labels).mean())
             out["accuracy"] = float((cand_pred == labels).mean())
@@ -218,13 +233,46 @@ class EmbeddingTask(EncoderTask):
         return PooledEmbedding().eval()
 
     def task_metrics(
-        self, ref: np.ndarray, cand: np.ndarray, labels: np.ndarray | None
+        self, ref: np.ndarray, cand: np.ndarray, labels: np.ndarray | None,
+        mask: np.ndarray | None = None,
     ) -> dict[str, float]:
         # Per-sentence cosine is the task metric for embeddings; the generic output
         # metrics (cosine_min / cosine_mean) already measure it.
         return {}
 
+
+class TokenClassificationTask(EncoderTask):
+    """Token classification (NER): output ``logits`` [batch, sequence, num_labels].
+
+    Judged per token on real tokens only: padding has no label, and the tokenizer's
+    special tokens ([CLS], [SEP], <s>) carry none a user reads, so neither counts.
+    """
+
+    output_name = "logits"
+
+    def export_module(self) -> torch.nn.Module:
+        return _ClassifierModule.build(self.loaded.model, self.input_names)
+
+    def dynamic_axes(self) -> dict[str, dict[int, str]]:
+        return {**super().dynamic_axes(), self.output_name: {0: "batch", 1: "sequence"}}
+
+    def scored_tokens(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        tok = self.loaded.tokenizer
+        # [UNK] is special to the tokenizer but stands for a real word, so it is judged.
+        special = [i for i in tok.all_special_ids if i != tok.unk_token_id]
+        ids = feeds["input_ids"]
+        return (feeds["attention_mask"] != 0) & ~np.isin(ids, special)
+
+    def task_metrics(
+        self, ref: np.ndarray, cand: np.ndarray, labels: np.ndarray | None,
+        mask: np.ndarray | None = None,
+    ) -> dict[str, float]:
+        # Eval rows carry one label per sentence, not per token: no accuracy here.
+        return {"label_agreement": label_agreement(ref, cand, mask)}
+
+
 ENCODER_TASKS: dict[str, type[EncoderTask]] = {
     TEXT_CLASSIFICATION: ClassificationTask,
     FEATURE_EXTRACTION: EmbeddingTask,
+    TOKEN_CLASSIFICATION: TokenClassificationTask,
 }

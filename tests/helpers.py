@@ -13,12 +13,19 @@ SHARED = Path(os.environ.get("EDGEOPT_SHARED", REPO.parent / "shared"))
 
 
 def fast_recipe(name: str, **bench):
-    """A shipped target made cheap for tests: a short benchmark, no torch baseline."""
+    """A shipped target made cheap for tests: a short benchmark, no torch baseline.
+
+    Read from this checkout's ``recipes/targets``: an edgeopt installed from another
+    checkout (an editable install shared by worktrees) maps its own recipes in.
+    """
     from edgeopt.recipe import BenchConfig
+    from edgeopt.recipe_yaml import load_recipe_file
     from edgeopt.targets import load_target
 
+    load_target(name)  # unknown names fail as they do for users
     opts = {"seq_len": 16, "warmup": 1, "repeats": 3, "torch_baseline": False} | bench
-    return dataclasses.replace(load_target(name), bench=BenchConfig(**opts))
+    recipe = load_recipe_file(REPO / "recipes" / "targets" / f"{name}.yaml")
+    return dataclasses.replace(recipe, bench=BenchConfig(**opts))
 
 
 def shared_path(rel: str) -> Path:

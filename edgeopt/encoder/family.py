@@ -14,7 +14,7 @@ from edgeopt.compiler.stage import Family, Stage, StageContext
 from edgeopt.compiler.writer import bundle
 from edgeopt.errors import DataError, RecipeError
 from edgeopt.evaldata import EvalData, builtin_sentences, load_eval_data
-from edgeopt.families import ENCODER_TASK_NAMES
+from edgeopt.families import ENCODER_TASK_NAMES, TEXT_CLASSIFICATION
 from edgeopt.gates import Gates
 from edgeopt.recipe import BenchConfig, ExportConfig, OptimizeConfig, Recipe
 from edgeopt.tasks import ENCODER_TASKS, EncoderTask
@@ -35,7 +35,11 @@ def read_inputs(req: InputRequest) -> EncoderInputs:
     """Eval rows (the file, else the built-in sentences) and calibration rows (the given
     file, else the eval rows), each checked now, before any heavy work."""
     reject_decoder_eval(req)
-    data = _rows(req.eval_data, req.src.label_names, req.max_eval_rows)
+    # Sentence labels judge classifiers only: a token classifier's labels are per token.
+    labelled = req.src.task == TEXT_CLASSIFICATION
+    data = _rows(req.eval_data, req.src.label_names if labelled else None, req.max_eval_rows)
+    if not labelled and data.labels is not None:
+        data = EvalData(data.texts, None, data.source)
     budget = req.budget
     if budget is not None and budget.max_accuracy_drop is not None and data.labels is None:
         raise DataError(f"--max-accuracy-drop needs labelled eval data; {data.source} has no "

@@ -10,20 +10,10 @@ from typing import Any
 import numpy as np
 
 from edgeopt.artifact import OnnxArtifact, PassRecord
+from edgeopt.encoder_families import family_of
 from edgeopt.graph import op_counts
 from edgeopt.recipe import OptimizeConfig
 from edgeopt.runtime import make_session, run_one
-
-# onnxruntime's optimizer handles every encoder edgeopt supports with its BERT rules.
-_ORT_MODEL_TYPE = {t: "bert" for t in ("bert", "roberta", "xlm-roberta", "distilbert",
-                                       "electra", "mpnet")}
-
-
-def heads_and_hidden(config: dict[str, Any]) -> tuple[int, int]:
-    """(num_heads, hidden_size) from a transformers config, DistilBERT names included."""
-    heads = int(config.get("num_attention_heads", config.get("n_heads", 0)))
-    hidden = int(config.get("hidden_size", config.get("dim", 0)))
-    return heads, hidden
 
 
 def optimize_encoder(
@@ -38,14 +28,15 @@ def optimize_encoder(
     if not config.fusions:
         record.notes["fusions"] = "disabled by recipe"
         return artifact
-    ort_type = _ORT_MODEL_TYPE.get(str(model_config.get("model_type")))
+    family = family_of(str(model_config.get("model_type")))
+    ort_type = family.ort_model_type
     if ort_type is None:
-        record.notes["fusions"] = f"no fusion rules for {model_config.get('model_type')}"
+        record.notes["fusions"] = f"no fusion rules for {family.model_type}"
         return artifact
     from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
-    heads, hidden = heads_and_hidden(model_config)
+    heads, hidden = family.heads_and_hidden(model_config)
     options = FusionOptions(ort_type)
     options.enable_attention = config.fuse_attention
     options.enable_embed_layer_norm = config.fuse_embeddings
