@@ -45,10 +45,12 @@ def compile_targets(model: str, targets: list[str], eval_data: str | None, tmp: 
 
     results = {}
     for target in targets:
-        out = tmp / f"{Path(model).name}-{target}"
+        # A target name, or a recipe file (benchmarks/recipes/) to compare beside the targets.
+        chosen = {"recipe": target} if target.endswith(".yaml") else {"target": target}
+        out = tmp / f"{Path(model).name}-{Path(target).stem}"
         start = time.perf_counter()
         # Keep failed bundles too: every variant is timed, and its status is reported.
-        report = edgeopt.compile(model, target=target, out=out, eval_data=eval_data, task=task,
+        report = edgeopt.compile(model, **chosen, out=out, eval_data=eval_data, task=task,
                                  calibration_data=calibration, fail_on_parity=False)
         wall = time.perf_counter() - start
         results[target] = {"report": report.to_dict(), "bundle": out, "wall_s": wall}
