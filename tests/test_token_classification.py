@@ -171,4 +171,4 @@ def test_agreement_budget_keeps_layers_until_token_labels_agree(tiny_ner, tmp_pa
     report = edgeopt.compile(str(tiny_ner), recipe=fast_recipe("x86-int8"), out=tmp_path / "b",
                              min_agreement=0.995)
     assert report.passed and report.parity["metrics"]["label_agreement"] >= 0.995
-    assert report.extra["budget"]["kept_nodes"]
+    assert report.section("budget").kept_nodes
