@@ -23,10 +23,8 @@ from typing import Any
 import numpy as np
 
 from edgeopt.diagnosis import ErrorStats
+from edgeopt.probe import REFERENCE, declared_feeds, probe_session
 from edgeopt.quant.registry import Candidate
-from edgeopt.runtime import make_session
-
-_REFERENCE = "::reference"
 
 
 def unit_sqnr(float_path: Path, quant_path: Path, units: list[Candidate],
@@ -43,16 +41,17 @@ def unit_sqnr(float_path: Path, quant_path: Path, units: list[Candidate],
     fed = sorted({t for u in units for t in u.inputs if t in in_both and t not in graph_inputs})
     stats = {t: ErrorStats() for t in outputs}
     with tempfile.TemporaryDirectory(prefix="edgeopt-sensitivity-") as tmp:
-        ref = _session(ref_model, Path(tmp) / "reference.onnx", [*fed, *outputs], {})
+        ref = probe_session(ref_model, [*fed, *outputs], save_to=Path(tmp) / "reference.onnx")
         isolated = None
         for feed in feeds:
-            values = dict(zip([*fed, *outputs], ref.run([*fed, *outputs], _declared(ref, feed)),
+            values = dict(zip([*fed, *outputs],
+                              ref.run([*fed, *outputs], declared_feeds(ref, feed, required=False)),
                               strict=True))
             if isolated is None:  # the reference dtypes type the new inputs
-                isolated = _session(cand_model, Path(tmp) / "isolated.onnx", outputs,
-                                    {t: values[t].dtype for t in fed})
-            extra = {t + _REFERENCE: values[t] for t in fed}
-            got = isolated.run(outputs, {**_declared(isolated, feed), **extra})
+                isolated = probe_session(cand_model, outputs, save_to=Path(tmp) / "isolated.onnx",
+                                         fed={t: values[t].dtype for t in fed})
+            extra = {t + REFERENCE: values[t] for t in fed}
+            got = isolated.run(outputs, {**declared_feeds(isolated, feed, required=False), **extra})
             for t, value in zip(outputs, got, strict=True):
                 stats[t].add(values[t], value)
     result = []
@@ -64,35 +63,3 @@ def unit_sqnr(float_path: Path, quant_path: Path, units: list[Candidate],
 
 def _produced(model: Any) -> set[str]:
     return {o for n in model.graph.node for o in n.output if o}
-
-
-def _session(model: Any, path: Path, outputs: list[str], inputs: dict[str, np.dtype]) -> Any:
-    """A session on a copy of ``model``: ``outputs`` exposed (untyped: onnxruntime
-    infers contrib-op types), and every reader of a tensor in ``inputs`` fed from a new
-    graph input ``name + ::reference`` instead."""
-    import onnx
-
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    for node in copy.graph.node:
-        for i, x in enumerate(node.input):
-            if x in inputs:
-                node.input[i] = x + _REFERENCE
-    for name, dtype in inputs.items():
-        elem = onnx.helper.np_dtype_to_tensor_dtype(dtype)
-        copy.graph.input.append(onnx.helper.make_tensor_value_info(name + _REFERENCE, elem, None))
-    have = {o.name for o in copy.graph.output}
-    copy.graph.output.extend(onnx.ValueInfoProto(name=t) for t in outputs if t not in have)
-    onnx.save(copy, str(path), save_as_external_data=True, location=path.name + ".data")
-    return make_session(path, optimization="basic")
-
-
-def _declared(session: Any, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The graph's own inputs from ``feeds``, cast to the types it declares."""
-    types = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float)": np.float32}
-    out = {}
-    for i in session.get_inputs():
-        if i.name in feeds:
-            dtype = types.get(i.type)
-            out[i.name] = feeds[i.name] if dtype is None else feeds[i.name].astype(dtype, copy=False)
-    return out
