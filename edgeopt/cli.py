@@ -237,6 +237,31 @@ def models_cmd() -> None:
         click.echo(f"{name:10s} {m.description} [{state}]")
 
 
+@cli.command("inspect")
+@click.argument("model")
+@click.option("--ep", "providers", metavar="LIST",
+              help="Comma-separated providers, e.g. qnn,nnapi,coreml,cpu (also cuda, xnnpack). "
+                   "Default: the bundle's own providers and the CPU.")
+@click.option("--json", "as_json", is_flag=True, help="Print the inspection as JSON on stdout.")
+@_debug_flag
+def inspect_cmd(model: str, providers: str | None, as_json: bool) -> None:
+    """Where MODEL's nodes run on each provider, and where its bytes are.
+
+    MODEL is a bundle folder or an .onnx file. A provider installed here is measured with a
+    real session (QNN with the `qnn` extra), NNAPI and CoreML with onnxruntime's checker;
+    the others say why they cannot be checked.
+    """
+    import json
+
+    from edgeopt.providers.inspection import inspect_bundle
+
+    result = inspect_bundle(model, providers)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        click.echo(result.to_markdown(), nl=False)
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="edgeopt")

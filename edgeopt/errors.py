@@ -38,6 +38,11 @@ class BundleError(UsageError):
     """A bundle on disk is malformed or points outside itself."""
 
 
+class ProviderError(UsageError):
+    """An execution provider is unknown, not installed here, or was silently replaced by
+    another one (onnxruntime falls back to the CPU without an error)."""
+
+
 class ParityError(EdgeoptError):
     """The compiled artifact failed one or more parity gates (exit 1).
 
