@@ -19,7 +19,9 @@ def render_compare(reports: Sequence[BundleReport], baseline: BundleReport | Non
     points = [{"name": r.name, "baseline": False, **headline(r.data)} for r in reports]
     if baseline is not None:
         points.insert(0, {"name": baseline.name, "baseline": True, **base})
-    body = [f"<h1>edgeopt: {len(reports)} bundle{'s' if len(reports) != 1 else ''} compared</h1>"]
+    title = f"{len(reports)} bundle{'s' if len(reports) != 1 else ''}"
+    title += f" against {baseline.name}" if baseline is not None else " compared"
+    body = [f"<h1>edgeopt: {esc(title)}</h1>"]
     if baseline is not None:
         body.append(f'<p class="note">Baseline (previous release): <b>{esc(baseline.name)}</b>. '
                     f'<span class="better">{_ARROW["better"]} better</span>, '
