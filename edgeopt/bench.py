@@ -26,13 +26,17 @@ class LatencyStats:
     std_ms: float
     min_ms: float
     runs: int
+    # Every timed run in ms, in run order (the report's latency distribution).
+    samples_ms: tuple[float, ...] = ()
 
     @classmethod
     def from_samples(cls, name: str, seconds: list[float]) -> LatencyStats:
         ms = np.asarray(seconds) * 1e3
         p50, p90, p99 = np.percentile(ms, [50, 90, 99])
+        # 0.1 us is far below the run-to-run spread: more digits only bloat report.json.
+        samples = tuple(round(float(x), 4) for x in ms)
         return cls(name, float(p50), float(p90), float(p99), float(ms.mean()), float(ms.std()),
-                   float(ms.min()), len(ms))
+                   float(ms.min()), len(ms), samples)
 
 
 def time_side_by_side(
@@ -110,5 +114,6 @@ def bench_encoder(
             import torch
 
             torch.set_num_threads(previous_threads)
-    cfg = asdict(config) | {"input_shape": list(next(iter(feeds.values())).shape)}
+    cfg = asdict(config) | {"input_shape": list(next(iter(feeds.values())).shape),
+                            "provider": "cpu"}
     return BenchResult(cfg, latency, baseline, subject)

@@ -8,6 +8,7 @@ Heavy libraries load only inside commands, so ``edgeopt --help`` is instant.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -260,6 +261,48 @@ def inspect_cmd(model: str, providers: str | None, as_json: bool) -> None:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:
         click.echo(result.to_markdown(), nl=False)
+
+
+@cli.command("report")
+@click.argument("bundles", nargs=-1, required=True)
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False),
+              help="HTML file to write (report.html for one bundle, compare.html for several).")
+@click.option("--baseline", type=click.Path(file_okay=False), metavar="PREV",
+              help="A previous release's bundle: mark what got better or worse than it.")
+@_debug_flag
+def report_cmd(bundles: tuple[str, ...], out: str, baseline: str | None) -> None:
+    """Write the HTML report of BUNDLES: one bundle's full report, or several side by
+    side (a size / latency / accuracy chart and a table)."""
+    from edgeopt.htmlreport import render_compare, render_report, write_html
+    from edgeopt.report_data import load_bundle_report
+
+    reports = [load_bundle_report(b) for b in bundles]
+    base = load_bundle_report(baseline) if baseline else None
+    single = len(reports) == 1 and base is None
+    text = render_report(reports[0]) if single else render_compare(reports, base)
+    path = write_html(out, text)
+    click.echo(f"wrote {path} ({len(text.encode()) / 1e3:.0f} kB)")
+
+
+@cli.command("check")
+@click.argument("bundle")
+@click.option("--budget", "budget_file", required=True, type=click.Path(dir_okay=False),
+              help="Release budget YAML (see examples/ci/budget.yaml).")
+@_debug_flag
+@click.pass_context
+def check_cmd(ctx: click.Context, bundle: str, budget_file: str) -> None:
+    """Gate a release: exit 1 with the table of what broke when BUNDLE misses its budget,
+    0 when every limit holds."""
+    from edgeopt.bundle import read_manifest
+    from edgeopt.release import check_release, checks_table, load_budget
+    from edgeopt.report_data import load_bundle_report
+
+    budget = load_budget(budget_file)
+    read_manifest(Path(bundle).expanduser())  # a shippable bundle, every file as hashed
+    checks = check_release(load_bundle_report(bundle), budget)
+    click.echo(checks_table(checks), nl=False)
+    if not all(c.held for c in checks):
+        ctx.exit(1)
 
 
 def main() -> None:

@@ -38,6 +38,10 @@ class BundleError(UsageError):
     """A bundle on disk is malformed or points outside itself."""
 
 
+class BudgetError(UsageError):
+    """A release budget file is missing or malformed (``edgeopt check --budget``)."""
+
+
 class ProviderError(UsageError):
     """An execution provider is unknown, not installed here, or was silently replaced by
     another one (onnxruntime falls back to the CPU without an error)."""

@@ -93,6 +93,9 @@ class ParityResult:
     checks: list[GateCheck] = field(default_factory=list)
     # What the outputs were compared with.
     reference: str = "original PyTorch fp32"
+    # Per eval row, in data order: "cosine", "max_abs_error", "agreement" (the report's
+    # histograms); empty when the validator does not keep them.
+    per_row: dict[str, list[float | None]] = field(default_factory=dict)
 
     @property
     def failures(self) -> list[str]:
@@ -103,6 +106,9 @@ class ParityResult:
         return not self.failures
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rows": self.rows, "source": self.source, "reference": self.reference,
-                "passed": self.passed, "metrics": self.metrics,
-                "gates": [asdict(c) for c in self.checks]}
+        out = {"rows": self.rows, "source": self.source, "reference": self.reference,
+               "passed": self.passed, "metrics": self.metrics,
+               "gates": [asdict(c) for c in self.checks]}
+        if self.per_row:
+            out["per_row"] = self.per_row
+        return out

@@ -61,3 +61,28 @@ def output_metrics(
         "cosine_mean": float(cos.mean()),
         "sqnr_db": sqnr_db(ref, cand),
     }
+
+
+def per_row_metrics(
+    ref: np.ndarray, cand: np.ndarray, mask: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """Parity of each eval row: its cosine, its largest absolute error and (arg-max over
+    the last axis) its label agreement. A per-token output scores a row by its judged
+    tokens: the lowest cosine, the largest error, the share of tokens that agree; a row
+    with no judged token gets NaN."""
+    if ref.shape != cand.shape:
+        raise ValueError(f"output shapes differ: {ref.shape} vs {cand.shape}")
+    if mask is None:
+        err = np.abs(ref.astype(np.float64) - cand.astype(np.float64))
+        return {"cosine": row_cosine(ref, cand),
+                "max_abs_error": err.reshape(err.shape[0], -1).max(1),
+                "agreement": (ref.argmax(-1) == cand.argmax(-1)).astype(np.float64)
+                .reshape(ref.shape[0], -1).mean(1)}
+    out = {k: np.full(ref.shape[0], np.nan) for k in ("cosine", "max_abs_error", "agreement")}
+    for i, keep in enumerate(mask.astype(bool)):
+        if keep.any():
+            row = per_row_metrics(ref[i][keep], cand[i][keep])
+            out["cosine"][i] = row["cosine"].min()
+            out["max_abs_error"][i] = row["max_abs_error"].max()
+            out["agreement"][i] = row["agreement"].mean()
+    return out

@@ -56,13 +56,18 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     return value
 
 
-def _build(cls: type, data: Any, where: str) -> Any:
+def build_config(cls: type, data: Any, where: str) -> Any:
+    """The frozen dataclass ``cls`` from a parsed YAML mapping: every key known, every
+    required one given, every value of its field's type (errors name ``where``)."""
     check(isinstance(data, dict), f"{where} must be a mapping")
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
     check(not unknown, f"unknown key(s) in {where}: {', '.join(unknown)} "
            f"(known: {', '.join(sorted(known))})")
+    missing = [f.name for f in dataclasses.fields(cls) if f.name not in data
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    check(not missing, f"{where} needs {', '.join(missing)}")
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
     return cls(**kwargs)
 
@@ -74,7 +79,7 @@ def _build_gates(data: Any) -> TaskGates:
     check(not unknown, f"unknown task(s) under gates: {', '.join(unknown)} "
            f"(known: {', '.join(sorted(tasks))})")
     return TaskGates(**{
-        task.replace("-", "_"): _build(Gates, values or {}, f"gates.{task}")
+        task.replace("-", "_"): build_config(Gates, values or {}, f"gates.{task}")
         for task, values in data.items()
     })
 
@@ -90,7 +95,7 @@ def _build_prepare(data: Any) -> tuple[Any, ...]:
         name = item.pop("stage")
         check(name in PREPARE_CONFIGS, f"unknown {where}.stage {name!r} "
               f"(known: {', '.join(sorted(PREPARE_CONFIGS))})")
-        stages.append(_build(PREPARE_CONFIGS[name], item, f"{where} ({name})"))
+        stages.append(build_config(PREPARE_CONFIGS[name], item, f"{where} ({name})"))
     return tuple(stages)
 
 
@@ -109,7 +114,7 @@ def recipe_from_dict(data: Any, source: str = "recipe") -> Recipe:
             kwargs["providers"] = _coerce(data.pop("providers"), tuple[str, ...], "providers")
         for key, cls in _SECTIONS.items():
             if key in data:
-                kwargs[key] = _build(cls, data.pop(key) or {}, key)
+                kwargs[key] = build_config(cls, data.pop(key) or {}, key)
         if "gates" in data:
             kwargs["gates"] = _build_gates(data.pop("gates") or {})
         for key in ("quantize", "decoder_quantize"):
@@ -118,7 +123,7 @@ def recipe_from_dict(data: Any, source: str = "recipe") -> Recipe:
                 method = q.pop("method", "none")
                 check(method in QUANT_CONFIGS, f"unknown {key}.method {method!r} "
                        f"(known: {', '.join(sorted(QUANT_CONFIGS))})")
-                kwargs[key] = _build(QUANT_CONFIGS[method], q, key)
+                kwargs[key] = build_config(QUANT_CONFIGS[method], q, key)
         if "prepare" in data:
             kwargs["prepare"] = _build_prepare(data.pop("prepare") or [])
         check(not data, f"unknown top-level key(s): {', '.join(sorted(data))}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -61,7 +62,10 @@ class Report:
             "sections": {s.key: s.to_dict() for s in self.sections}}
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, default=_jsonable)
+        text = json.dumps(self.to_dict(), indent=2, default=_jsonable)
+        # Per-row parity and latency samples: one line per list, not one per number.
+        return _NUMBER_LIST.sub(lambda m: "[" + re.sub(r"\s+", "", m.group(1)).replace(",", ", ")
+                                + "]", text)
 
     def to_markdown(self) -> str:
         lines = [f"# edgeopt report: {self.status}", ""]
@@ -124,6 +128,11 @@ class Report:
             notes = "; ".join(f"{k}: {_fmt(v)}" for k, v in r.get("notes", {}).items())
             lines.append(f"| {r['name']} | {r['seconds']:.2f} | {size} | {notes} |")
         return lines
+
+
+# A multi-line JSON list of numbers (a raw newline cannot be inside a JSON string).
+_SCALAR = r"(?:-?\d[\d.eE+-]*|-?Infinity|NaN|null)"
+_NUMBER_LIST = re.compile(rf"\[(\n\s*{_SCALAR}(?:,\n\s*{_SCALAR})*\n\s*)\]")
 
 
 def _fmt(v: Any) -> str:

@@ -17,7 +17,7 @@ from edgeopt.errors import DataError
 from edgeopt.evaldata import EvalData
 from edgeopt.families import TEXT_CLASSIFICATION
 from edgeopt.gates import Gates, ParityResult, check_gates
-from edgeopt.metrics import output_metrics
+from edgeopt.metrics import output_metrics, per_row_metrics
 from edgeopt.runtime import make_session, run_one
 from edgeopt.tasks import EncoderTask
 
@@ -99,7 +99,17 @@ def validate_encoder(
                         "special tokens); pass eval data with text")
     metrics = output_metrics(reference.values, candidate.values, mask)
     metrics.update(task.task_metrics(reference.values, candidate.values, data.labels, mask))
-    return ParityResult(len(data), data.source, metrics, check_gates(metrics, gates))
+    rows = per_row_metrics(reference.values, candidate.values, mask)
+    if "label_agreement" not in metrics:  # an arg-max of embeddings means nothing
+        del rows["agreement"]
+    return ParityResult(len(data), data.source, metrics, check_gates(metrics, gates),
+                        per_row={k: compact(v) for k, v in rows.items()})
+
+
+def compact(values: np.ndarray, digits: int = 7) -> list[float | None]:
+    """Per-row values as report.json keeps them: 7 significant digits (a cosine of
+    0.9999994 stays distinguishable from 1), None for a row that has no value."""
+    return [None if not np.isfinite(v) else float(f"{v:.{digits}g}") for v in values.tolist()]
 
 
 def _check_labels(task: EncoderTask, data: EvalData) -> None:

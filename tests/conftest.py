@@ -174,3 +174,23 @@ def tiny_llama_onnx(tiny_llama_lm, tmp_path_factory):
 def tiny_gpt2_onnx(tiny_gpt2_lm, tmp_path_factory):
     """(exported.onnx, DecoderIO, LoadedModel) of the tiny GPT-2, exported once per session."""
     return _export_tiny(tiny_gpt2_lm, tmp_path_factory.mktemp("tiny-gpt2-onnx"))
+
+
+# --- reports -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_report_bundles(tiny_classifier, tmp_path_factory) -> dict[str, Path]:
+    """The tiny classifier compiled for x86-fp32 and x86-int8 (20 timed runs each): bundles
+    whose reports, HTML pages and release checks the report tests read."""
+    from helpers import fast_recipe
+
+    import edgeopt
+
+    root = tmp_path_factory.mktemp("report-bundles")
+    out = {}
+    for target in ("x86-fp32", "x86-int8"):
+        out[target] = root / target
+        edgeopt.compile(str(tiny_classifier), recipe=fast_recipe(target, repeats=20),
+                        out=out[target])
+    return out

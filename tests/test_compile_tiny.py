@@ -126,7 +126,7 @@ def test_failed_gate_raises_with_every_failure_and_keeps_only_the_report(tiny_cl
         edgeopt.compile(str(tiny_classifier), recipe=recipe, out=out)
     failures = info.value.failures
     assert any("sqnr_db" in f for f in failures) and any("max_abs_error" in f for f in failures)
-    assert sorted(p.name for p in out.iterdir()) == ["report.json", "report.md"]
+    assert sorted(p.name for p in out.iterdir()) == ["report.html", "report.json", "report.md"]
     report = json.loads((out / "report.json").read_text())
     assert report["status"] == "FAILED"
     markdown = (out / "report.md").read_text()

@@ -94,7 +94,7 @@ def test_failed_gate_raises_and_keeps_only_the_report(tiny_gpt2_lm, tmp_path):
     failures = info.value.failures
     assert any("perplexity_ratio" in f for f in failures)
     assert any("token_agreement" in f for f in failures)
-    assert sorted(p.name for p in out.iterdir()) == ["report.json", "report.md"]
+    assert sorted(p.name for p in out.iterdir()) == ["report.html", "report.json", "report.md"]
     assert json.loads((out / "report.json").read_text())["status"] == "FAILED"
 
 

@@ -37,3 +37,22 @@ def test_check_gates_reports_every_failure_and_unmeasured():
     assert checks["min_cosine_min"].passed is False
     assert checks["max_abs_error"].passed is True
     assert checks["max_accuracy_drop"].passed is None  # no labels -> not measured, not failed
+
+
+def test_per_row_metrics_score_each_row_and_each_rows_judged_tokens():
+    from edgeopt.metrics import per_row_metrics
+
+    ref = np.array([[1.0, 0.0], [0.0, 2.0], [3.0, 1.0]])
+    cand = np.array([[1.0, 0.0], [0.5, 2.0], [1.0, 3.0]])
+    rows = per_row_metrics(ref, cand)
+    assert rows["cosine"] == pytest.approx(row_cosine(ref, cand))
+    assert rows["max_abs_error"].tolist() == [0.0, 0.5, 2.0]
+    assert rows["agreement"].tolist() == [1.0, 1.0, 0.0]
+    # Per-token outputs [rows, tokens, labels]: a row is scored on its masked tokens only.
+    tokens = np.stack([ref, cand[[0, 1, 1]]])  # row 0: the rows above; row 1: agreeing tokens
+    other = np.stack([cand, cand[[0, 1, 1]] + 10.0])
+    mask = np.array([[True, True, False], [False, False, False]])
+    rows = per_row_metrics(tokens, other, mask)
+    assert rows["max_abs_error"][0] == 0.5  # the third token (error 2.0) is not judged
+    assert rows["agreement"][0] == 1.0
+    assert np.isnan(rows["cosine"][1]) and np.isnan(rows["agreement"][1])

@@ -4,11 +4,12 @@ the sections its stages added: nothing is measured again here."""
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
 
 from edgeopt.artifact import OnnxArtifact
 from edgeopt.compiler.stage import StageContext
+from edgeopt.providers.sizes import WeightSizes, weight_sizes
 from edgeopt.report import Report
 from edgeopt.source import SourceModel
 from edgeopt.version import __version__
@@ -49,8 +50,28 @@ def build_report(ctx: StageContext, final: OnnxArtifact) -> Report:
         versions=library_versions(),
         seconds=time.perf_counter() - ctx.started,
         failures=parity.failures,
-        sections=list(ctx.sections),
+        sections=[*ctx.sections, StoredWeights(weight_sizes(final.path))],
     )
+
+
+@dataclass(frozen=True)
+class StoredWeights:
+    """The bundle model's stored bytes per op type and per layer (a report section)."""
+
+    key: ClassVar[str] = "weights"
+    title: ClassVar[str] = "Stored weights by op type and layer"
+    sizes: WeightSizes
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.sizes.to_dict()
+
+    def to_markdown(self) -> str:
+        lines = [f"{self.sizes.total_bytes / 1e6:.2f} MB of stored tensors in model.onnx.", "",
+                 "| op type | MB |", "|---|---:|"]
+        lines += [f"| {op} | {n / 1e6:.3f} |" for op, n in self.sizes.by_op_type]
+        lines += ["", "| layer | MB |", "|---|---:|"]
+        lines += [f"| {layer} | {n / 1e6:.3f} |" for layer, n in self.sizes.by_layer]
+        return "\n".join(lines) + "\n"
 
 
 def source_info(src: SourceModel) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from edgeopt.compiler.reporting import build_report
 from edgeopt.compiler.stage import StageContext
 from edgeopt.families import FEATURE_EXTRACTION
 from edgeopt.report import Report
+from edgeopt.report_data import REPORT_JSON, BundleReport
 from edgeopt.runtime import fixed_input_shape
 from edgeopt.version import __version__
 
@@ -28,8 +29,10 @@ def write_bundle(ctx: StageContext, model: OnnxArtifact, report: Report) -> None
             shutil.copyfile(model.path, stage.path("model.onnx"))
             ctx.tokenizer.save_pretrained(str(stage.dir))
             report.bundle = str(req.out)
-        stage.write_text("report.json", report.to_json() + "\n")
-        stage.write_text("report.md", report.to_markdown())
+        text, markdown = report.to_json(), report.to_markdown()
+        stage.write_text(REPORT_JSON, text + "\n")
+        stage.write_text("report.md", markdown)
+        stage.write_text("report.html", _html(req.out, text, markdown))
         if keep_model:
             manifest = _manifest(ctx, stage.path("model.onnx"), report, ctx.tokenizer)
             write_manifest(stage, {**manifest, **ctx.manifest})
@@ -37,6 +40,15 @@ def write_bundle(ctx: StageContext, model: OnnxArtifact, report: Report) -> None
     except BaseException:
         stage.discard()
         raise
+
+
+def _html(out: Path, report_json: str, markdown: str) -> str:
+    import json
+
+    from edgeopt.htmlreport import render_report
+
+    # From the JSON text, as `edgeopt report` reads it back: one page for both paths.
+    return render_report(BundleReport(Path(out).name, json.loads(report_json), markdown))
 
 
 def _manifest(ctx: StageContext, model_path: Path, report: Report, tokenizer: Any) -> dict[str, Any]:

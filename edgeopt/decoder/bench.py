@@ -132,7 +132,7 @@ def bench_decoder(onnx_variants: dict[str, Path], io: DecoderIO, torch_lm: Torch
                                         config.threads)
         files[baseline] = sum(p.stat().st_size for p in Path(torch_path).glob("*.safetensors"))
     cfg = asdict(config) | {"input_shape": [1, len(tokens.prompt)], "decode_repeats": decode_repeats,
-                            "decode_tokens": n}
+                            "decode_tokens": n, "provider": "cpu"}
     return DecoderBenchResult(cfg, prefill_stats, per_token, memory, files, baseline, subject)
 
 
@@ -181,7 +181,8 @@ def _torch_fns(lm: TorchCausalLM, tokens: BenchTokens) -> tuple[Callable[[], Any
 def _scaled(stats: LatencyStats, factor: float) -> LatencyStats:
     return LatencyStats(stats.name, stats.p50_ms * factor, stats.p90_ms * factor,
                         stats.p99_ms * factor, stats.mean_ms * factor, stats.std_ms * factor,
-                        stats.min_ms * factor, stats.runs)
+                        stats.min_ms * factor, stats.runs,
+                        tuple(round(s * factor, 4) for s in stats.samples_ms))
 
 
 def _num(v: float | None) -> str:
