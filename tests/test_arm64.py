@@ -140,8 +140,9 @@ def test_the_same_kernels_agree_exactly(tiny_classifier_bundle, host_as_arm64):
 def test_tiny_classifier_agrees_on_arm64(tiny_classifier_bundle):
     result, data = _verify(tiny_classifier_bundle, "--rows", "24")
     assert result.exit_code == 0, result.output
-    x86, torch = data["comparisons"]
-    assert x86["reference"].startswith("x86 onnxruntime") and torch["reference"].startswith("PyTorch")
+    x86, torch, x86_torch = data["comparisons"]
+    assert x86["pair"].startswith("arm64 vs x86") and torch["pair"].startswith("arm64 vs PyTorch")
+    assert x86_torch["pair"].startswith("x86") and x86_torch["max_abs_error"] > 0
     assert data["rows"] == 24 and data["passed"]
     assert x86["label_agreement"] >= 0.995 and x86["cosine_min"] > 0.99
     assert x86["max_abs_error"] > 0  # really another build: INT8 kernels of two ISAs differ
@@ -180,7 +181,7 @@ def test_minilm_sst2_arm64_int8_agrees_with_x86(tmp_path):
                     eval_data=str(dev), max_eval_rows=100)
     result, data = _verify(bundle, "--rows", "100")  # the bundle's own eval data: SST-2 dev
     assert result.exit_code == 0, result.output
-    x86, torch = data["comparisons"]
+    x86, torch, _ = data["comparisons"]
     assert data["rows"] == 100 and "dev.tsv" in data["data"]
     assert x86["label_agreement"] >= 0.995
     assert torch["label_agreement"] >= 0.97  # the INT8 error, shared with x86

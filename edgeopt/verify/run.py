@@ -33,9 +33,10 @@ DEFAULT_ROWS = {TEXT_CLASSIFICATION: 200, FEATURE_EXTRACTION: 200, TEXT_GENERATI
 
 @dataclass(frozen=True)
 class Comparison:
-    """The platform's outputs against one reference."""
+    """One pair of sides on the same rows: the platform against x86 or PyTorch, or x86
+    against PyTorch (the error the x86 kernels add on their own)."""
 
-    reference: str  # "x86 onnxruntime 1.32.0" or "PyTorch fp32 (source)"
+    pair: str  # "arm64 vs x86 onnxruntime 1.32.0", "arm64 vs PyTorch fp32 (source)", ...
     metrics: dict[str, float]
 
 
@@ -65,7 +66,7 @@ class VerifyResult:
                 "platform": self.platform, "rows": self.rows, "positions": self.positions,
                 "data": self.data, "passed": self.passed, "thresholds": self.thresholds,
                 "failures": list(self.failures),
-                "comparisons": [{"reference": c.reference, **c.metrics} for c in self.comparisons],
+                "comparisons": [{"pair": c.pair, **c.metrics} for c in self.comparisons],
                 "timings": self.timings, "notes": list(self.notes)}
 
     def to_markdown(self) -> str:
@@ -73,10 +74,10 @@ class VerifyResult:
         lines = [f"# verify {self.bundle} on {self.platform}", "",
                  f"{self.task}, target {self.target}; {self.rows} rows of {self.data}"
                  + (f" ({self.positions} positions)" if self.task == TEXT_GENERATION else ""), "",
-                 "| arm64 against | " + " | ".join(keys) + " |",
+                 "| outputs | " + " | ".join(keys) + " |",
                  "|---|" + "---|" * len(keys)]
         for c in self.comparisons:
-            lines.append(f"| {c.reference} | " + " | ".join(_fmt(k, c.metrics.get(k)) for k in keys) + " |")
+            lines.append(f"| {c.pair} | " + " | ".join(_fmt(k, c.metrics.get(k)) for k in keys) + " |")
         lines += ["", "Timings (the arm64 ones are emulated under qemu-user, not device speed):"]
         lines += [f"- {k}: {v:.2f}" for k, v in self.timings.items()]
         lines += [f"- note: {n}" for n in self.notes]
@@ -139,10 +140,14 @@ def verify_bundle(
     arm = batches.assemble(emulated.outputs)
     import onnxruntime as ort
 
-    comparisons = [Comparison(f"x86 onnxruntime {ort.__version__}", compare_outputs(task, x86, arm))]
+    x86_name = f"x86 onnxruntime {ort.__version__}"
+    comparisons = [Comparison(f"arm64 vs {x86_name}", compare_outputs(task, x86, arm))]
     torch_ref, note = _torch_outputs(bundle, manifest, batches, source)
-    if torch_ref is not None:
-        comparisons.append(Comparison("PyTorch fp32 (source)", compare_outputs(task, torch_ref, arm)))
+    if torch_ref is not None:  # each build's own error against the source, side by side
+        comparisons += [Comparison("arm64 vs PyTorch fp32 (source)",
+                                   compare_outputs(task, torch_ref, arm)),
+                        Comparison(f"{x86_name} vs PyTorch fp32 (source)",
+                                   compare_outputs(task, torch_ref, x86))]
     thresholds, failures = judge(task, comparisons[0].metrics, min_agreement, min_cosine)
     timings = {"x86_run_seconds": x86_seconds, **emulated.timings()}
     if x86_seconds > 0:
