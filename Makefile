@@ -42,3 +42,11 @@ bench: install
 
 clean:
 	rm -rf out .pytest_cache
+
+# The arm64 onnxruntime under qemu-user that `edgeopt verify --platform arm64` runs (needs
+# apt-get install qemu-user-static debootstrap). Built once into ~/.cache/edgeopt/arm64
+# ($EDGEOPT_ARM64_ENV), rebuilt only when the pinned versions change; about a minute, ~320 MB.
+.PHONY: arm64-env
+arm64-env: install
+	PIP="$(PY) -m pip" ORT_VERSION=$$(sed -n 's/^onnxruntime==//p' $(LOCK)) \
+	  NUMPY_VERSION=$$(sed -n 's/^numpy==//p' $(LOCK)) tools/arm64-env.sh

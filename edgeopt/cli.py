@@ -305,6 +305,55 @@ def check_cmd(ctx: click.Context, bundle: str, budget_file: str) -> None:
         ctx.exit(1)
 
 
+@cli.command("verify")
+@click.argument("bundle", type=click.Path(exists=True, file_okay=False))
+@click.option("--platform", "platform_name", type=click.Choice(["arm64"]), required=True,
+              help="Run the bundle on this platform's onnxruntime (arm64: under qemu-user; "
+                   "set it up once with `make arm64-env`).")
+@click.option("--data", "data_path", type=click.Path(dir_okay=False),
+              help="TSV/CSV/JSONL rows (default: the eval data the bundle was validated on; "
+                   "a causal LM's prompts default to the built-in sentences).")
+@click.option("--rows", type=click.IntRange(min=1),
+              help="Rows to compare, a deterministic sample (default 200; 8 prompts for a "
+                   "causal LM: emulation is ~30x slower).")
+@click.option("--source", type=click.Path(),
+              help="The source model for the PyTorch comparison (default: the one the "
+                   "bundle's report names, when it is here with the same weights).")
+@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--min-agreement", type=click.FloatRange(0, 1), default=0.995, show_default=True,
+              help="Classifiers: least label agreement of the platform with x86.")
+@click.option("--min-cosine", type=click.FloatRange(-1, 1), default=0.999, show_default=True,
+              help="Embeddings and causal LMs: least per-row cosine of the platform with x86.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@_debug_flag
+def verify_cmd(bundle: str, platform_name: str, data_path: str | None, rows: int | None,
+               source: str | None, threads: int, min_agreement: float, min_cosine: float,
+               as_json: bool) -> None:
+    """Run BUNDLE on another platform's onnxruntime and on this one's (and PyTorch when
+    the source is here) on real rows; exit 1 when the platform disagrees with x86.
+
+    Timings of the emulated platform are emulated, never device speed.
+    """
+    import json
+
+    from edgeopt.evaldata import load_eval_data
+    from edgeopt.verify.run import raise_on_failure, verify_bundle
+
+    data = None
+    if data_path is not None:
+        from edgeopt.bundle import read_manifest
+
+        names = read_manifest(Path(bundle), verify=False).get("label_names")
+        data = load_eval_data(data_path, tuple(names) if names else None)
+    result = verify_bundle(bundle, platform_name, data=data, rows=rows, source=source,
+                           threads=threads, min_agreement=min_agreement, min_cosine=min_cosine)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        click.echo(result.to_markdown(), nl=False)
+    raise_on_failure(result)
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="edgeopt")

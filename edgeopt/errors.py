@@ -47,6 +47,10 @@ class ProviderError(UsageError):
     another one (onnxruntime falls back to the CPU without an error)."""
 
 
+class PlatformError(UsageError):
+    """An emulated platform (the arm64 onnxruntime under qemu) is not set up or failed."""
+
+
 class ParityError(EdgeoptError):
     """The compiled artifact failed one or more parity gates (exit 1).
 
