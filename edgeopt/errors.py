@@ -43,6 +43,13 @@ class ProviderError(UsageError):
     another one (onnxruntime falls back to the CPU without an error)."""
 
 
+class PreflightError(EdgeoptError):
+    """The target's accelerator cannot run the compiled graph as one graph and the
+    recipe requires it (``preflight.require_one_graph``); exit 1, like a failed gate."""
+
+    exit_code = 1
+
+
 class ParityError(EdgeoptError):
     """The compiled artifact failed one or more parity gates (exit 1).
 
