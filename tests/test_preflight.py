@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -138,6 +139,10 @@ def test_a_tiny_bert_compiled_for_qnn_runs_on_htp_as_one_graph(tiny_classifier, 
     assert p.method == "session" and p.taken == p.nodes > 100 and len(p.partitions) == 1
     assert report.to_dict()["sections"]["preflight"]["status"] == "one graph"
     assert "preflight" in [r["name"] for r in report.passes]
+    # The app opens the bundle with the options the placement was measured with.
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["provider_options"] == {"QNNExecutionProvider": {
+        "soc_model": "57", "offload_graph_io_quantization": "0"}}
 
 
 @needs_qnn

@@ -61,7 +61,7 @@ SOC_MODEL = "57"
 # QNN leaves graph-input Q and graph-output DQ nodes to the CPU unless told otherwise;
 # then a session with CPU fallback disabled cannot load. The whole graph, its I/O
 # quantization included, runs on HTP: what an app must pass too (the manifest says so).
-PROVIDER_OPTIONS = {"offload_graph_io_quantization": "0"}
+PROVIDER_OPTIONS = {"soc_model": SOC_MODEL, "offload_graph_io_quantization": "0"}
 # Why QNN leaves a node to the CPU on purpose (graph I/O quantization, when offloaded).
 _BY_DESIGN = "is configured to not take"
 _INSTALL = "pip install 'edgeopt[qnn]' (the onnxruntime-qnn plugin, Python 3.11+)"
@@ -167,8 +167,7 @@ def _open(model: Any, config: SessionConfig, trace_dir: str | None = None) -> An
     # The plugin logs every refused node as an error through onnxruntime's default logger;
     # placement reports them, so only fatal messages go to the console.
     options.log_severity_level = 4
-    qnn = {"backend_path": onnxruntime_qnn.get_qnn_htp_path(), "soc_model": SOC_MODEL,
-           **PROVIDER_OPTIONS}
+    qnn = {"backend_path": onnxruntime_qnn.get_qnn_htp_path(), **PROVIDER_OPTIONS}
     if trace_dir is not None:
         qnn |= {"enable_framework_op_trace": "1", "framework_op_trace_dir": trace_dir}
     with _stdout_to_stderr():
@@ -221,4 +220,5 @@ def _reason(text: str | None, node: str) -> str:
 
 
 PROVIDER = Provider(name="qnn", ep=EP, label="QNN HTP", availability=_availability,
-                    place=_place, open=_open, fixed_shapes=True, rules=qdq_rules)
+                    place=_place, open=_open, fixed_shapes=True, rules=qdq_rules,
+                    app_options=tuple(PROVIDER_OPTIONS.items()))
