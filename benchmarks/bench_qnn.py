@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -52,9 +53,9 @@ def _compare(ref: np.ndarray, cand: np.ndarray, task: str, labels: np.ndarray | 
     return out
 
 
-def run(name: str, rows: int, tmp: Path) -> dict:
+def run(name: str, rows: int, tmp: Path, save: Any, every: int) -> dict:
     import edgeopt
-    from edgeopt.evaldata import load_eval_data
+    from edgeopt.evaldata import EvalData, load_eval_data
     from edgeopt.providers import get_provider, open_session
     from edgeopt.runtime import make_session, run_one
     from edgeopt.source import inspect_model
@@ -86,26 +87,40 @@ def run(name: str, rows: int, tmp: Path) -> dict:
     # No CPU fallback: the session fails unless HTP takes every node.
     qnn = open_session(bundle, "qnn", threads=2, allow_fallback=False)
     start = time.perf_counter()
-    qnn_out = batched_outputs(task, data, lambda f: run_one(qnn, f)).values
-    sim_s = time.perf_counter() - start
-    return {
-        "model": model, "task": task_name, "rows": len(data), "data": data.source,
-        "compile_status": report.status, "compile_s": round(compile_s, 1),
-        "bundle_bytes": report.sizes["bundle model.onnx"],
-        "compile_parity_cpu_vs_torch": report.parity["metrics"],
-        "preflight": preflight.to_dict() if preflight is not None else None,
-        "placement": placement.to_dict(),
-        "fallback_disabled_session": qnn.get_providers()[0],
-        "qnn_vs_torch": _compare(reference, qnn_out, task_name, labels),
-        "qnn_vs_cpu": _compare(cpu_out, qnn_out, task_name, None),
-        "cpu_vs_torch": _compare(reference, cpu_out, task_name, labels),
-        "simulator_s_per_row_not_device_speed": round(sim_s / len(data), 2),
-    }
+    chunks: list[np.ndarray] = []
+    result: dict = {}
+    # The simulator takes seconds per row: results are saved every ``every`` rows, so a
+    # run cut short still records what it measured (``rows_done``).
+    for i in range(0, len(data), every):
+        part = EvalData(data.texts[i : i + every], None, data.source)
+        chunks.append(batched_outputs(task, part, lambda f: run_one(qnn, f)).values)
+        qnn_out = np.concatenate(chunks)
+        done = len(qnn_out)
+        sim_s = time.perf_counter() - start
+        part_labels = None if labels is None else labels[:done]
+        result = {
+            "model": model, "task": task_name, "rows": len(data), "rows_done": done,
+            "data": data.source,
+            "compile_status": report.status, "compile_s": round(compile_s, 1),
+            "bundle_bytes": report.sizes["bundle model.onnx"],
+            "compile_parity_cpu_vs_torch": report.parity["metrics"],
+            "preflight": preflight.to_dict() if preflight is not None else None,
+            "placement": placement.to_dict(),
+            "fallback_disabled_session": qnn.get_providers()[0],
+            "qnn_vs_torch": _compare(reference[:done], qnn_out, task_name, part_labels),
+            "qnn_vs_cpu": _compare(cpu_out[:done], qnn_out, task_name, None),
+            "cpu_vs_torch": _compare(reference[:done], cpu_out[:done], task_name, part_labels),
+            "cpu_vs_torch_all_rows": _compare(reference, cpu_out, task_name, labels),
+            "simulator_s_per_row_not_device_speed": round(sim_s / done, 2),
+        }
+        save(result)
+        print(f"  {done}/{len(data)} rows on the simulator", file=sys.stderr, flush=True)
+    return result
 
 
 def markdown(r: dict) -> str:
     p = r["placement"]
-    lines = [f"{r['model']} ({r['task']}), {r['rows']} rows of {r['data']}; bundle "
+    lines = [f"{r['model']} ({r['task']}), {r['rows_done']} of {r['rows']} rows of {r['data']}; bundle "
              f"{r['bundle_bytes'] / 1e6:.2f} MB. QNN HTP ({p['detail']}): {p['taken']} / {p['nodes']} "
              f"nodes, {len(p['partitions'])} partition(s); session with CPU fallback disabled: "
              f"{r['fallback_disabled_session']}.", "",
@@ -125,6 +140,8 @@ def main() -> None:
     parser.add_argument("--model", choices=("classifier", "embedder"), default="classifier")
     parser.add_argument("--rows", type=int, default=200,
                         help="SST-2 dev rows (the simulator takes seconds per row)")
+    parser.add_argument("--save-every", type=int, default=10,
+                        help="write the results after every this many simulator rows")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     try:
@@ -133,12 +150,15 @@ def main() -> None:
         sys.exit("needs the qnn extra: pip install 'edgeopt[qnn]'")
     if not (SHARED / "models" / "minilm-sst2").is_dir() or not (SHARED / "data" / "sst2").is_dir():
         sys.exit("needs ../shared/models/minilm-sst2 and ../shared/data/sst2/{dev,train}.tsv")
-    with tempfile.TemporaryDirectory() as tmp:
-        result = {"machine": machine(), "command": " ".join(sys.argv),
-                  **run(args.model, args.rows, Path(tmp))}
     out = Path(args.out or REPO / "benchmarks" / "results" / f"qnn-{args.model}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, default=float) + "\n")
+    head = {"machine": machine(), "command": " ".join(sys.argv)}
+
+    def save(result: dict) -> None:
+        out.write_text(json.dumps(head | result, indent=2, default=float) + "\n")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        result = run(args.model, args.rows, Path(tmp), save, args.save_every)
     print(markdown(result))
 
 
