@@ -51,6 +51,13 @@ class PlatformError(UsageError):
     """An emulated platform (the arm64 onnxruntime under qemu) is not set up or failed."""
 
 
+class PreflightError(EdgeoptError):
+    """The target's accelerator cannot run the compiled graph as one graph and the
+    recipe requires it (``preflight.require_one_graph``); exit 1, like a failed gate."""
+
+    exit_code = 1
+
+
 class ParityError(EdgeoptError):
     """The compiled artifact failed one or more parity gates (exit 1).
 

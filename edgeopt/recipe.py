@@ -374,6 +374,18 @@ class BenchConfig:
 
 
 @dataclass(frozen=True)
+class PreflightConfig:
+    """The compile's check that the target's own accelerator (the first accelerator in
+    ``providers``) takes the graph: its placement always goes into the report
+    (:mod:`edgeopt.compiler.preflight`); this says whether a graph it cannot run whole
+    fails the compile."""
+
+    # Fail the compile unless the accelerator takes every node in one partition. Off by
+    # default: a target turns it on once its graphs fit (qnn-int8 does).
+    require_one_graph: bool = False
+
+
+@dataclass(frozen=True)
 class Recipe:
     """Everything one compile does. Targets are named recipes."""
 
@@ -384,6 +396,7 @@ class Recipe:
     quantize: QuantConfig = field(default_factory=NoQuantConfig)
     gates: TaskGates = field(default_factory=TaskGates)
     bench: BenchConfig = field(default_factory=BenchConfig)
+    preflight: PreflightConfig = field(default_factory=PreflightConfig)
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
     version: int = RECIPE_VERSION
     # Causal LMs' quantization when it differs from ``quantize`` (None: the same).

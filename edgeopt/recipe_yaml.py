@@ -16,6 +16,7 @@ from edgeopt.recipe import (
     ExportConfig,
     Gates,
     OptimizeConfig,
+    PreflightConfig,
     Recipe,
     TaskGates,
     check,
@@ -26,6 +27,7 @@ _SECTIONS: dict[str, type] = {
     "export": ExportConfig,
     "optimize": OptimizeConfig,
     "bench": BenchConfig,
+    "preflight": PreflightConfig,
 }
 
 

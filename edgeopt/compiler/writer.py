@@ -73,6 +73,9 @@ def _manifest(ctx: StageContext, model_path: Path, report: Report, tokenizer: An
         "fixed_input_shape": _fixed_shape_info(model_path),
         # Session settings the app must use for the measured speed (see the report).
         "session_options": {"disabled_optimizers": list(req.recipe.disabled_optimizers())},
+        # Provider options the accelerator placement was measured with (QNN: the SoC, and
+        # graph I/O quantization on HTP so that the graph runs whole without CPU fallback).
+        "provider_options": _provider_options(req.recipe.providers),
         "parity": "passed" if report.passed else "failed",
         "source_weights_sha256": report.source["weights_sha256"],
         # The LoRA adapter merged into the source (edgeopt.lora), else null.
@@ -80,6 +83,13 @@ def _manifest(ctx: StageContext, model_path: Path, report: Report, tokenizer: An
         "versions": report.versions,
         "recipe": report.recipe,
     }
+
+
+def _provider_options(names: tuple[str, ...]) -> dict[str, dict[str, str]]:
+    from edgeopt.providers import get_provider
+
+    chosen = [get_provider(n) for n in names]
+    return {p.ep: dict(p.app_options) for p in chosen if p.app_options}
 
 
 def _fixed_shape_info(model_path: Path) -> dict[str, int] | None:

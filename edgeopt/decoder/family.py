@@ -1,6 +1,6 @@
 """The decoder compile, top to bottom: load, (prepare stages), export (with KV cache),
 quantize (after untying the LM head), validate (perplexity and greedy agreement on plain
-text), benchmark (tokens per second, peak memory), bundle. Each stage is one function
+text), (accelerator preflight), benchmark (tokens per second, peak memory), bundle. Each stage is one function
 with the core's stage signature; the driver runs them in this order."""
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from edgeopt.artifact import LoadedModel, OnnxArtifact
+from edgeopt.compiler.preflight import preflight
+from edgeopt.compiler.preflight import wanted as preflight_wanted
 from edgeopt.compiler.request import InputRequest, optional_path
 from edgeopt.compiler.stage import Family, Stage, StageContext
 from edgeopt.compiler.writer import bundle
@@ -209,6 +211,7 @@ DECODER = Family(
         Stage("export", export, config=lambda r: r.export),
         Stage("quantize", quantize, config=lambda r: r.quantize_for(TEXT_GENERATION)),
         Stage("validate", validate),
+        Stage("preflight", preflight, config=lambda r: r.preflight, when=preflight_wanted),
         Stage("benchmark", benchmark, config=lambda r: r.bench),
         Stage("bundle", bundle),
     ),

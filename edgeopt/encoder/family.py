@@ -1,6 +1,6 @@
 """The encoder compile, top to bottom: load, (prepare stages), export, optimize,
-quantize, validate, (budget), (diagnose), benchmark, bundle. Each stage is one function
-with the core's stage signature; the driver runs them in this order."""
+quantize, validate, (budget), (diagnose), (accelerator preflight), benchmark, bundle. Each
+stage is one function with the core's stage signature; the driver runs them in this order."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from edgeopt.artifact import LoadedModel, OnnxArtifact
+from edgeopt.compiler.preflight import preflight
+from edgeopt.compiler.preflight import wanted as preflight_wanted
 from edgeopt.compiler.request import InputRequest, reject_decoder_eval
 from edgeopt.compiler.stage import Family, Stage, StageContext
 from edgeopt.compiler.writer import bundle
@@ -254,6 +256,7 @@ ENCODER = Family(
         Stage("validate", validate),
         Stage("budget", budget, when=lambda ctx: ctx.request.budget is not None),
         Stage("diagnose", diagnose, when=lambda ctx: not ctx.parity.passed),
+        Stage("preflight", preflight, config=lambda r: r.preflight, when=preflight_wanted),
         Stage("benchmark", benchmark, config=lambda r: r.bench),
         Stage("bundle", bundle),
     ),

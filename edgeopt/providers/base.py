@@ -69,3 +69,6 @@ class Provider:
     fixed_shapes: bool = False
     # Quantization rules for a static QDQ plan (``provider_rules`` in a recipe).
     rules: PlanRules | None = None
+    # Provider options the placement was measured with, which an app must pass too (the
+    # bundle's manifest lists them).
+    app_options: tuple[tuple[str, str], ...] = ()

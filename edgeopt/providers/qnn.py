@@ -10,8 +10,14 @@ The rules follow onnxruntime's own ``quantization/execution_providers/qnn/quant_
   onnxruntime's QNN tests run A16 activations with per-channel INT8 MatMul weights on
   HTP (``MatMulOp_QDQ`` in ``test/providers/qnn/matmul_test.cpp``), although
   ``get_qnn_qdq_config`` still forces them per-tensor. Without per-channel, MatMul
-  weights and LayerNormalization scales get explicit per-tensor weight types. 16-bit
-  weights are not offered: the same tests disable A16W16 MatMul on HTP (wrong results);
+  weights get an explicit per-tensor weight type. 16-bit MatMul weights are not
+  offered: the same tests disable A16W16 MatMul on HTP (wrong results);
+- a LayerNormalization scale (gamma) is never signed 8-bit: HTP's LayerNorm validator
+  has no s8-gamma combination ("None of the combinations match", measured on QNN 2.51
+  with onnxruntime-qnn 2.7.0; the shipped qnn-int8 bundle lost all 13 LayerNorms and
+  their Q/DQ to the CPU, 14 partitions). It takes u8 gamma with 8- or 16-bit inputs and
+  symmetric s16 gamma with 16-bit inputs; 16-bit is used where allowed (384 values: the
+  size is nothing, the resolution 128x finer). The int32 bias stays as quantized;
 - 16-bit Sigmoid and Tanh outputs use the fixed scales HTP's kernels assume;
 - no calibrated range narrower than 1e-4 (HTP rejects near-zero scales);
 - static input shapes (HTP compiles the graph for one shape).
@@ -52,8 +58,11 @@ EP = "QNNExecutionProvider"
 # Snapdragon 8 Gen 3 (QNN_SOC_MODEL_SM8650). Without a soc_model the simulator fails to
 # allocate most graphs (QNN_COMMON_ERROR_MEM_ALLOC).
 SOC_MODEL = "57"
-# Why QNN leaves graph-input Q and graph-output DQ nodes to the CPU by default
-# (offload_graph_io_quantization): on purpose, not a fallback.
+# QNN leaves graph-input Q and graph-output DQ nodes to the CPU unless told otherwise;
+# then a session with CPU fallback disabled cannot load. The whole graph, its I/O
+# quantization included, runs on HTP: what an app must pass too (the manifest says so).
+PROVIDER_OPTIONS = {"soc_model": SOC_MODEL, "offload_graph_io_quantization": "0"}
+# Why QNN leaves a node to the CPU on purpose (graph I/O quantization, when offloaded).
 _BY_DESIGN = "is configured to not take"
 _INSTALL = "pip install 'edgeopt[qnn]' (the onnxruntime-qnn plugin, Python 3.11+)"
 
@@ -75,6 +84,9 @@ HTP_CONFIG = StaticInt8Config(
 )
 
 _SKIP_OPS = {"Cast"}
+# LayerNormalization gamma HTP takes, by whether its input is 16-bit (see the docstring).
+_LN_SCALE = {True: TensorOverride("int16", symmetric=True),
+             False: TensorOverride("uint8", symmetric=False)}
 _MIN_RANGE = 1e-4
 # Output scale / zero point HTP expects for 16-bit Sigmoid and Tanh.
 _FIXED_OUTPUTS = {
@@ -96,10 +108,13 @@ def qdq_rules(model: Any, config: StaticInt8Config, plan: QdqPlan) -> QdqPlan:
     for node in model.graph.node:
         if node.op_type not in op_types or node.name in excluded:
             continue
-        if node.op_type in ("MatMul", "LayerNormalization") and not config.per_channel:
+        if node.op_type == "MatMul" and not config.per_channel:
             for name in node.input[1:2]:
                 if name in inits:
                     overrides[name] = weight
+        if node.op_type == "LayerNormalization" and node.input[1] in inits:
+            act = overrides.get(node.input[0], TensorOverride(config.activation_type)).quant_type
+            overrides[node.input[1]] = _LN_SCALE[act.endswith("16")]
         out_type = overrides.get(node.output[0], TensorOverride(config.activation_type)).quant_type
         fixed = _FIXED_OUTPUTS.get((node.op_type, out_type))
         if fixed is not None:
@@ -152,7 +167,7 @@ def _open(model: Any, config: SessionConfig, trace_dir: str | None = None) -> An
     # The plugin logs every refused node as an error through onnxruntime's default logger;
     # placement reports them, so only fatal messages go to the console.
     options.log_severity_level = 4
-    qnn = {"backend_path": onnxruntime_qnn.get_qnn_htp_path(), "soc_model": SOC_MODEL}
+    qnn = {"backend_path": onnxruntime_qnn.get_qnn_htp_path(), **PROVIDER_OPTIONS}
     if trace_dir is not None:
         qnn |= {"enable_framework_op_trace": "1", "framework_op_trace_dir": trace_dir}
     with _stdout_to_stderr():
@@ -205,4 +220,5 @@ def _reason(text: str | None, node: str) -> str:
 
 
 PROVIDER = Provider(name="qnn", ep=EP, label="QNN HTP", availability=_availability,
-                    place=_place, open=_open, fixed_shapes=True, rules=qdq_rules)
+                    place=_place, open=_open, fixed_shapes=True, rules=qdq_rules,
+                    app_options=tuple(PROVIDER_OPTIONS.items()))
