@@ -69,3 +69,6 @@ class Provider:
     fixed_shapes: bool = False
     # Quantization rules for a static QDQ plan (``provider_rules`` in a recipe).
     rules: PlanRules | None = None
+    # Where its tensors live when not in host memory ("cuda"): a benchmark binds inputs and
+    # outputs there (IO binding), so host copies are not timed. None: host memory.
+    io_device: str | None = None
