@@ -282,6 +282,7 @@ def inspect_cmd(model: str, providers: str | None, as_json: bool) -> None:
 @click.option("--source", type=click.Path(file_okay=False),
               help="The source model folder, to time PyTorch eager beside the bundle (default: "
                    "the folder the bundle's report records, when it is still there).")
+@click.option("--no-eager", is_flag=True, help="Do not time PyTorch eager beside the bundle.")
 @click.option("--no-cold-start", is_flag=True,
               help="Skip the fresh-process cold-start and peak-memory measurement.")
 @click.option("--write-report", is_flag=True,
@@ -290,8 +291,8 @@ def inspect_cmd(model: str, providers: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the grid as JSON on stdout.")
 @_debug_flag
 def bench_cmd(bundle: str, providers: str, threads: str, batches: str, sequences: str, warmup: int,
-              repeats: int, source: str | None, no_cold_start: bool, write_report: bool,
-              as_json: bool) -> None:
+              repeats: int, source: str | None, no_eager: bool, no_cold_start: bool,
+              write_report: bool, as_json: bool) -> None:
     """Time BUNDLE over a grid of providers, threads, batch sizes and sequence lengths:
     p50/p90/p99, mean and spread, items/s, cold start and peak memory (fresh process),
     and PyTorch eager beside it when the source model is at hand."""
@@ -303,7 +304,7 @@ def bench_cmd(bundle: str, providers: str, threads: str, batches: str, sequences
     spec = GridSpec(providers=tuple(p.strip() for p in providers.split(",") if p.strip()),
                     threads=parse_ints("--threads", threads), batches=parse_ints("--batch", batches),
                     sequences=parse_ints("--seq", sequences), warmup=warmup, repeats=repeats,
-                    cold_start=not no_cold_start)
+                    cold_start=not no_cold_start, eager=not no_eager)
     result = bench_bundle(bundle, spec, source=source, log=lambda m: click.echo(m, err=True))
     if write_report:
         write_to_report(bundle, result)

@@ -174,3 +174,16 @@ def tiny_llama_onnx(tiny_llama_lm, tmp_path_factory):
 def tiny_gpt2_onnx(tiny_gpt2_lm, tmp_path_factory):
     """(exported.onnx, DecoderIO, LoadedModel) of the tiny GPT-2, exported once per session."""
     return _export_tiny(tiny_gpt2_lm, tmp_path_factory.mktemp("tiny-gpt2-onnx"))
+
+
+@pytest.fixture(scope="session")
+def tiny_ort_bundle(tiny_classifier, tmp_path_factory) -> Path:
+    """The tiny classifier compiled for x86-fp32 with --ort-format (model.ort beside
+    model.onnx): what the bench and ORT-format tests read."""
+    from helpers import fast_recipe
+
+    import edgeopt
+
+    out = tmp_path_factory.mktemp("ort") / "bundle"
+    edgeopt.compile(str(tiny_classifier), recipe=fast_recipe("x86-fp32"), out=out, ort_format=True)
+    return out

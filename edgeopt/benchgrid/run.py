@@ -45,7 +45,7 @@ def bench_bundle(path: str | Path, spec: GridSpec, source: str | Path | None = N
     for p in providers:  # fails now, with one line, when a provider is not really here
         open_session(bundle.model, p, threads=1, disabled_optimizers=bundle.disabled_optimizers)
         details[p.name] = p.availability().detail
-    eager, eager_info = _eager(bundle, source)
+    eager, eager_info = _eager(bundle, source) if spec.eager else (None, {"note": "not asked for"})
     result = GridResult(
         bundle=str(bundle.path), files=bundle.files(), warmup=spec.warmup, repeats=spec.repeats,
         providers=[{"name": p.name, "label": p.label, "detail": details[p.name],

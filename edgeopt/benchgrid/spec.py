@@ -23,8 +23,8 @@ def parse_ints(flag: str, text: str) -> tuple[int, ...]:
 @dataclass(frozen=True)
 class GridSpec:
     """What to time and how often: ``warmup`` untimed calls, then ``repeats`` timed ones per
-    grid point (variants interleaved), and a fresh process per point for cold start and
-    peak memory unless ``cold_start`` is off."""
+    grid point (variants interleaved), a fresh process per point for cold start and peak
+    memory unless ``cold_start`` is off, and PyTorch eager beside it unless ``eager`` is."""
 
     providers: tuple[str, ...] = ("cpu",)
     threads: tuple[int, ...] = (1, 2)
@@ -33,6 +33,8 @@ class GridSpec:
     warmup: int = 5
     repeats: int = 30
     cold_start: bool = True
+    # Time the source model in PyTorch eager beside the bundle when it is at hand.
+    eager: bool = True
 
     def __post_init__(self) -> None:
         if not self.providers:
