@@ -22,8 +22,9 @@ install: $(VENV)/.installed
 
 # NVIDIA GPUs: a separate venv with onnxruntime-gpu instead of onnxruntime (both provide the
 # `onnxruntime` module). The CPU torch pin stays (edgeopt's torch side runs on the CPU);
-# edgeopt goes in without its dependencies, which are installed from pyproject minus
-# onnxruntime, under the lock and requirements/gpu-constraints.txt (which refuses onnxruntime).
+# edgeopt goes in without its dependencies, which are installed from pyproject (with the
+# extras `make install` takes) minus onnxruntime, under the lock and
+# requirements/gpu-constraints.txt (which refuses onnxruntime).
 GPU_VENV ?= .venv-gpu
 GPU_PY := $(GPU_VENV)/bin/python
 GPU_CONSTRAINTS := requirements/gpu-constraints.txt
@@ -32,8 +33,9 @@ $(GPU_VENV)/.installed: pyproject.toml $(LOCK) $(GPU_CONSTRAINTS)
 	$(PYTHON) -m venv $(GPU_VENV)
 	grep -v '^onnxruntime==' $(LOCK) > $(GPU_VENV)/lock-without-onnxruntime.txt
 	$(GPU_PY) -c "import tomllib; d = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
-	  print('\n'.join(r for r in d['dependencies'] + d['optional-dependencies']['dev'] \
-	  if not r.startswith('onnxruntime')))" > $(GPU_VENV)/requirements.txt
+	  extras = [r for x in ('dev', 'gguf', 'lora') for r in d['optional-dependencies'][x]]; \
+	  print('\n'.join(r for r in d['dependencies'] + extras if not r.startswith('onnxruntime')))" \
+	  > $(GPU_VENV)/requirements.txt
 	$(GPU_PY) -m pip install -q --disable-pip-version-check $(TORCH_PIN)
 	$(GPU_PY) -m pip install -q --disable-pip-version-check -c $(GPU_VENV)/lock-without-onnxruntime.txt \
 	  -c $(GPU_CONSTRAINTS) -r $(GPU_VENV)/requirements.txt onnxruntime-gpu
