@@ -1,7 +1,8 @@
 """`edgeopt bench` checked against itself and a bare loop, and its grid on real bundles.
 
     python benchmarks/bench_cli.py --bundles DIR [--out benchmarks/results/bench-cli.json]
-                                   [--warmup 5 --repeats 30 --rounds 5]
+                                   [--warmup 5 --repeats 30 --rounds 5] [--targets A,B]
+                                   [--skip-checks]
 
 DIR holds bundles of ../shared/models/minilm-sst2 named after their targets (x86-fp32,
 arm64-int8, arm64-int4), compiled with `edgeopt compile`. Three measurements:
@@ -91,32 +92,40 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--targets", default=",".join(TARGETS),
+                        help="bundles under --bundles to run the grid on")
+    parser.add_argument("--skip-checks", action="store_true",
+                        help="only the grids (no overhead and repeatability runs)")
     args = parser.parse_args()
 
     out: dict = {"warmup": args.warmup, "repeats": args.repeats,
                  "load_average_start": list(os.getloadavg())}
-    print("overhead: bench vs bare session.run at batch 1, seq 128, 2 threads", file=sys.stderr)
-    out["overhead"] = overhead(args.bundles / "x86-fp32", args)
+    if not args.skip_checks:
+        print("overhead: bench vs bare session.run at batch 1, seq 128, 2 threads", file=sys.stderr)
+        out["overhead"] = overhead(args.bundles / "x86-fp32", args)
     grids = {}
-    for target in TARGETS:
+    for target in args.targets.split(","):
         grids[target] = grid(args.bundles / target, args)
-    print("repeatability: the x86-fp32 grid again", file=sys.stderr)
-    rerun = grid(args.bundles / "x86-fp32", args)
-    first, second = p50s(grids["x86-fp32"]), p50s(rerun)
-    diffs = {k: abs(second[k] - first[k]) / first[k] for k in first}
-    out["repeatability"] = {"rerun": rerun, "max_rel_diff_p50": max(diffs.values()),
-                            "median_rel_diff_p50": statistics.median(diffs.values()),
-                            "per_point": {"x".join(map(str, k)): v for k, v in diffs.items()}}
+    if not args.skip_checks:
+        print("repeatability: the x86-fp32 grid again", file=sys.stderr)
+        rerun = grid(args.bundles / "x86-fp32", args)
+        first, second = p50s(grids["x86-fp32"]), p50s(rerun)
+        diffs = {k: abs(second[k] - first[k]) / first[k] for k in first}
+        out["repeatability"] = {"rerun": rerun, "max_rel_diff_p50": max(diffs.values()),
+                                "median_rel_diff_p50": statistics.median(diffs.values()),
+                                "per_point": {"x".join(map(str, k)): v for k, v in diffs.items()}}
     out["grids"] = grids
     out["load_average_end"] = list(os.getloadavg())
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
 
-    o, r = out["overhead"], out["repeatability"]
-    print(f"overhead: bench p50 {o['bench_median_p50_ms']:.3f} ms vs bare {o['bare_median_p50_ms']:.3f} "
-          f"ms (median of {args.rounds} alternating rounds): ratio {o['ratio']:.4f}")
-    print(f"repeatability (x86-fp32 grid twice): p50 differs by at most {r['max_rel_diff_p50']:.1%}, "
-          f"median {r['median_rel_diff_p50']:.1%}")
+    if not args.skip_checks:
+        o, r = out["overhead"], out["repeatability"]
+        print(f"overhead: bench p50 {o['bench_median_p50_ms']:.3f} ms vs bare "
+              f"{o['bare_median_p50_ms']:.3f} ms (median of {args.rounds} alternating rounds): "
+              f"ratio {o['ratio']:.4f}")
+        print(f"repeatability (x86-fp32 grid twice): p50 differs by at most "
+              f"{r['max_rel_diff_p50']:.1%}, median {r['median_rel_diff_p50']:.1%}")
     from edgeopt.benchgrid.result import GridPoint, GridResult
     from edgeopt.stats import Summary
 
