@@ -10,7 +10,7 @@ TORCH_PIN := torch==2.13.0
 # The exact versions the figures and tests were measured with (pyproject keeps ranges).
 LOCK := requirements/lock.txt
 
-.PHONY: install demo test lint lock bench clean
+.PHONY: install install-gpu demo test lint lock bench clean
 
 $(VENV)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,32 @@ $(VENV)/.installed: pyproject.toml $(LOCK)
 	touch $@
 
 install: $(VENV)/.installed
+
+# NVIDIA GPUs: a separate venv with onnxruntime-gpu instead of onnxruntime (both provide the
+# `onnxruntime` module). The CPU torch pin stays (edgeopt's torch side runs on the CPU);
+# edgeopt goes in without its dependencies, which are installed from pyproject (with the
+# extras `make install` takes) minus onnxruntime, under the lock and
+# requirements/gpu-constraints.txt (which refuses onnxruntime).
+GPU_VENV ?= .venv-gpu
+GPU_PY := $(GPU_VENV)/bin/python
+GPU_CONSTRAINTS := requirements/gpu-constraints.txt
+
+$(GPU_VENV)/.installed: pyproject.toml $(LOCK) $(GPU_CONSTRAINTS)
+	$(PYTHON) -m venv $(GPU_VENV)
+	grep -v '^onnxruntime==' $(LOCK) > $(GPU_VENV)/lock-without-onnxruntime.txt
+	$(GPU_PY) -c "import tomllib; d = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+	  extras = [r for x in ('dev', 'gguf', 'lora') for r in d['optional-dependencies'][x]]; \
+	  print('\n'.join(r for r in d['dependencies'] + extras if not r.startswith('onnxruntime')))" \
+	  > $(GPU_VENV)/requirements.txt
+	$(GPU_PY) -m pip install -q --disable-pip-version-check $(TORCH_PIN)
+	$(GPU_PY) -m pip install -q --disable-pip-version-check -c $(GPU_VENV)/lock-without-onnxruntime.txt \
+	  -c $(GPU_CONSTRAINTS) -r $(GPU_VENV)/requirements.txt onnxruntime-gpu
+	$(GPU_PY) -m pip install -q --disable-pip-version-check --no-deps -e .
+	$(GPU_PY) -c "import onnxruntime as o; print('onnxruntime', o.__version__, o.get_available_providers())"
+	! $(GPU_PY) -m pip show -q onnxruntime 2>/dev/null  # the CPU package must not be there
+	touch $@
+
+install-gpu: $(GPU_VENV)/.installed
 
 demo: install
 	$(EDGEOPT) fetch minilm

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -57,6 +58,7 @@ def compile(  # noqa: A001 - the public name the design asks for
     fail_on_parity: bool = True,
     on_stage: StageHook | None = None,
     base: str | Path | None = None,
+    ort_format: bool = False,
 ) -> Report:
     """Compile ``model`` (a folder or a demo name) for ``target`` into the bundle ``out``.
 
@@ -71,6 +73,9 @@ def compile(  # noqa: A001 - the public name the design asks for
 
     ``decoder_eval`` sets how much text a causal LM is validated on (tokens, window,
     prompts); it is refused for other tasks.
+
+    ``ort_format`` also ships ``model.ort`` and the reduced-build operator config (as the
+    recipe's ``ort_format: true`` does).
 
     Returns the report. Raises :class:`~edgeopt.errors.UsageError` subclasses on bad
     input before any heavy work, and :class:`~edgeopt.errors.ParityError` (carrying the
@@ -99,6 +104,11 @@ def compile(  # noqa: A001 - the public name the design asks for
     if src.adapter is not None:  # the adapter folder is never written to either
         check_output(out_path, force, source=src.adapter.path)
     family = family_for(src.task)
+    if ort_format:
+        chosen = dataclasses.replace(chosen, ort_format=True)
+    if chosen.ort_format and not any(s.name == "ort-format" for s in family.stages):
+        raise RecipeError(f"ort_format: the {family.name} family ({src.task}) has no ORT-format "
+                          "packaging yet; drop --ort-format (or ort_format in the recipe)")
     inputs = family.read_inputs(InputRequest(
         src=src, eval_data=eval_data, calibration_data=calibration_data,
         max_eval_rows=max_eval_rows, decoder_eval=decoder_eval, budget=budget))

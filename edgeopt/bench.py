@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from edgeopt.recipe import BenchConfig
+from edgeopt.stats import Summary
 
 
 @dataclass(frozen=True)
@@ -31,18 +32,16 @@ class LatencyStats:
 
     @classmethod
     def from_samples(cls, name: str, seconds: list[float]) -> LatencyStats:
-        ms = np.asarray(seconds) * 1e3
-        p50, p90, p99 = np.percentile(ms, [50, 90, 99])
+        s = Summary.of(seconds).scaled(1e3)
         # 0.1 us is far below the run-to-run spread: more digits only bloat report.json.
-        samples = tuple(round(float(x), 4) for x in ms)
-        return cls(name, float(p50), float(p90), float(p99), float(ms.mean()), float(ms.std()),
-                   float(ms.min()), len(ms), samples)
+        samples = tuple(round(float(x) * 1e3, 4) for x in seconds)
+        return cls(name, s.p50, s.p90, s.p99, s.mean, s.std, s.min, s.n, samples)
 
 
-def time_side_by_side(
+def time_samples(
     variants: dict[str, Callable[[], Any]], warmup: int, repeats: int
-) -> dict[str, LatencyStats]:
-    """Warm each variant up, then time them round-robin ``repeats`` times."""
+) -> dict[str, list[float]]:
+    """Warm each variant up, then time them round-robin ``repeats`` times: seconds per call."""
     for fn in variants.values():
         for _ in range(warmup):
             fn()
@@ -52,6 +51,14 @@ def time_side_by_side(
             start = time.perf_counter()
             fn()
             samples[name].append(time.perf_counter() - start)
+    return samples
+
+
+def time_side_by_side(
+    variants: dict[str, Callable[[], Any]], warmup: int, repeats: int
+) -> dict[str, LatencyStats]:
+    """Warm each variant up, then time them round-robin ``repeats`` times."""
+    samples = time_samples(variants, warmup, repeats)
     return {name: LatencyStats.from_samples(name, s) for name, s in samples.items()}
 
 

@@ -124,3 +124,26 @@ def read_manifest(bundle: Path, verify: bool = True) -> dict[str, Any]:
             raise BundleError(f"bundle file {rel} does not match its sha256 in {MANIFEST}: "
                               "the bundle was modified or is corrupt")
     return manifest
+
+
+def replace_files(bundle: Path, texts: dict[str, str]) -> None:
+    """Rewrite text files a finished bundle lists (its report) and their manifest hashes.
+
+    The bundle is verified first; each file, then the manifest, is written beside its
+    destination and renamed over it, so a reader sees the old file or the new one.
+    """
+    bundle = Path(bundle)
+    manifest = read_manifest(bundle)
+    for name, text in texts.items():
+        if name == MANIFEST or name not in manifest["files"]:
+            raise BundleError(f"{name} is not a file {bundle}/{MANIFEST} lists; it cannot be replaced")
+        target = bundle_file(bundle, name)
+        _replace_text(target, text)
+        manifest["files"][name] = {"sha256": sha256_file(target), "bytes": target.stat().st_size}
+    _replace_text(bundle / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+
+
+def _replace_text(target: Path, text: str) -> None:
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, target)

@@ -100,6 +100,9 @@ def _parse_gates(values: tuple[str, ...]) -> dict[str, float | None]:
 @click.option("--trust-remote-code", is_flag=True, help="Allow custom model code from the folder.")
 @click.option("--no-fail-on-parity", is_flag=True,
               help="Keep the bundle even when a gate fails (the report still says FAILED).")
+@click.option("--ort-format", is_flag=True,
+              help="Also ship model.ort (onnxruntime's mobile format) and the reduced-build "
+                   "operator config, checked against model.onnx.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @_debug_flag
 def compile_cmd(model: str, target: str | None, recipe: str | None, out: str, task: str | None,
@@ -107,7 +110,8 @@ def compile_cmd(model: str, target: str | None, recipe: str | None, out: str, ta
                 calibration_data: str | None,
                 gate_values: tuple[str, ...], max_accuracy_drop: float | None,
                 min_agreement: float | None, base: str | None, force: bool, allow_pickle: bool,
-                trust_remote_code: bool, no_fail_on_parity: bool, as_json: bool) -> None:
+                trust_remote_code: bool, no_fail_on_parity: bool, ort_format: bool,
+                as_json: bool) -> None:
     """Compile MODEL (a model folder, a LoRA adapter folder or a demo name) into a
     validated bundle."""
     from edgeopt.api import compile as run_compile
@@ -129,6 +133,7 @@ def compile_cmd(model: str, target: str | None, recipe: str | None, out: str, ta
                 min_agreement=min_agreement, force=force,
                 allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
                 fail_on_parity=not no_fail_on_parity, on_stage=display.on_stage, base=base,
+                ort_format=ort_format,
             )
         except ParityError as err:
             if err.report is not None:
@@ -352,6 +357,53 @@ def verify_cmd(bundle: str, platform_name: str, data_path: str | None, rows: int
     else:
         click.echo(result.to_markdown(), nl=False)
     raise_on_failure(result)
+
+
+@cli.command("bench")
+@click.argument("bundle")
+@click.option("--ep", "providers", default="cpu", show_default=True, metavar="LIST",
+              help="Comma-separated providers, e.g. cpu,cuda (each must really run here).")
+@click.option("--threads", default="1,2", show_default=True, metavar="LIST", help="Intra-op threads.")
+@click.option("--batch", "batches", default="1,8", show_default=True, metavar="LIST")
+@click.option("--seq", "sequences", default="32,128", show_default=True, metavar="LIST",
+              help="Sequence lengths in tokens.")
+@click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Untimed runs per grid point.")
+@click.option("--repeats", type=click.IntRange(min=3), default=30, show_default=True,
+              help="Timed runs per grid point and variant.")
+@click.option("--source", type=click.Path(file_okay=False),
+              help="The source model folder, to time PyTorch eager beside the bundle (default: "
+                   "the folder the bundle's report records, when it is still there).")
+@click.option("--no-eager", is_flag=True, help="Do not time PyTorch eager beside the bundle.")
+@click.option("--no-cold-start", is_flag=True,
+              help="Skip the fresh-process cold-start and peak-memory measurement.")
+@click.option("--write-report", is_flag=True,
+              help="Also put the grid into the bundle's report (report.json, report.md) and "
+                   "update the manifest's hashes.")
+@click.option("--json", "as_json", is_flag=True, help="Print the grid as JSON on stdout.")
+@_debug_flag
+def bench_cmd(bundle: str, providers: str, threads: str, batches: str, sequences: str, warmup: int,
+              repeats: int, source: str | None, no_eager: bool, no_cold_start: bool,
+              write_report: bool, as_json: bool) -> None:
+    """Time BUNDLE over a grid of providers, threads, batch sizes and sequence lengths:
+    p50/p90/p99, mean and spread, items/s, cold start and peak memory (fresh process),
+    and PyTorch eager beside it when the source model is at hand."""
+    import json
+
+    from edgeopt.benchgrid import GridSpec, bench_bundle, write_to_report
+    from edgeopt.benchgrid.spec import parse_ints
+
+    spec = GridSpec(providers=tuple(p.strip() for p in providers.split(",") if p.strip()),
+                    threads=parse_ints("--threads", threads), batches=parse_ints("--batch", batches),
+                    sequences=parse_ints("--seq", sequences), warmup=warmup, repeats=repeats,
+                    cold_start=not no_cold_start, eager=not no_eager)
+    result = bench_bundle(bundle, spec, source=source, log=lambda m: click.echo(m, err=True))
+    if write_report:
+        write_to_report(bundle, result)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        click.echo(result.to_markdown(), nl=False)
 
 
 def main() -> None:

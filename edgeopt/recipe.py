@@ -289,11 +289,30 @@ class StaticInt8Config:
         return dataclasses.replace(self, int16_nodes=_merged(self.int16_nodes, nodes))
 
 
+@register_quant_config
+@dataclass(frozen=True)
+class Float16Config:
+    """fp16 weights and compute with fp32 graph inputs and outputs (onnxruntime's
+    ``convert_float_to_float16``): for GPUs, whose fp16 units double fp32 throughput. See
+    quant/float16."""
+
+    method: ClassVar[str] = "fp16"
+    quantizer: ClassVar[str] = "edgeopt.quant.float16"  # the module that registers its quantizer
+    # fp32 graph inputs and outputs (a Cast at each end): apps feed and read what they
+    # did for the fp32 bundle.
+    keep_io_types: bool = True
+    # Op types kept in fp32 beside onnxruntime's own list (its DEFAULT_OP_BLOCK_LIST).
+    keep_fp32_ops: tuple[str, ...] = ()
+
+    kept_precision: ClassVar[str] = "float"
+
+
 def _merged(old: tuple[str, ...], new: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(dict.fromkeys((*old, *new)))
 
 
-QuantConfig = NoQuantConfig | DynamicInt8Config | WeightOnlyInt4Config | StaticInt8Config
+QuantConfig = (NoQuantConfig | DynamicInt8Config | WeightOnlyInt4Config | StaticInt8Config
+               | Float16Config)
 
 
 
@@ -403,6 +422,9 @@ class Recipe:
     decoder_quantize: QuantConfig | None = None
     # Torch-side stages run in order between load and export (edgeopt.recipe_prepare).
     prepare: tuple[Any, ...] = ()
+    # Also ship model.ort (onnxruntime's mobile format) and the reduced-build operator
+    # config beside model.onnx (edgeopt.compiler.ort_format).
+    ort_format: bool = False
 
     def __post_init__(self) -> None:
         check(bool(self.name), "recipe.name must not be empty")

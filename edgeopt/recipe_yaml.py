@@ -112,6 +112,8 @@ def recipe_from_dict(data: Any, source: str = "recipe") -> Recipe:
             kwargs[key] = data.pop(key)
         if "version" in data:
             kwargs["version"] = _coerce(data.pop("version"), int, "version")
+        if "ort_format" in data:
+            kwargs["ort_format"] = _coerce(data.pop("ort_format"), bool, "ort_format")
         if "providers" in data:
             kwargs["providers"] = _coerce(data.pop("providers"), tuple[str, ...], "providers")
         for key, cls in _SECTIONS.items():

@@ -75,6 +75,21 @@ def load_torch(src: SourceModel, trust_remote_code: bool = False) -> LoadedModel
     return LoadedModel(model=model, tokenizer=tokenizer)
 
 
+def fixed_length_feeds(tokenizer: Any, text: str, seq_len: int, batch: int,
+                       input_names: list[str]) -> dict[str, np.ndarray]:
+    """``batch`` identical rows of exactly ``seq_len`` tokens: ``text`` tokenized, repeated
+    or truncated between the tokenizer's start and end tokens, no padding."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"] or [100]
+    body = (ids * (seq_len // len(ids) + 1))[: max(seq_len - 2, 0)]
+    row = [tokenizer.cls_token_id or tokenizer.bos_token_id or 0, *body,
+           tokenizer.sep_token_id or tokenizer.eos_token_id or 0][:seq_len]
+    input_ids = np.tile(np.asarray(row, dtype=np.int64), (batch, 1))
+    feeds = {"input_ids": input_ids, "attention_mask": np.ones_like(input_ids)}
+    if "token_type_ids" in input_names:
+        feeds["token_type_ids"] = np.zeros_like(input_ids)
+    return feeds
+
+
 class EncoderTask:
     """Shared by encoder tasks: tokenizer inputs in, one float output."""
 
@@ -109,17 +124,8 @@ class EncoderTask:
     def fixed_length_feeds(self, text: str, seq_len: int, batch: int) -> dict[str, np.ndarray]:
         """Benchmark inputs: real text tokenized, repeated/truncated to exactly ``seq_len``
         (capped at the model's longest sequence)."""
-        seq_len = min(seq_len, self.max_positions())
-        ids = self.loaded.tokenizer(text, add_special_tokens=False)["input_ids"] or [100]
-        body = (ids * (seq_len // len(ids) + 1))[: max(seq_len - 2, 0)]
-        tok = self.loaded.tokenizer
-        row = [tok.cls_token_id or tok.bos_token_id or 0, *body, tok.sep_token_id or tok.eos_token_id or 0]
-        row = row[:seq_len]
-        input_ids = np.tile(np.asarray(row, dtype=np.int64), (batch, 1))
-        feeds = {"input_ids": input_ids, "attention_mask": np.ones_like(input_ids)}
-        if "token_type_ids" in self.input_names:
-            feeds["token_type_ids"] = np.zeros_like(input_ids)
-        return feeds
+        return fixed_length_feeds(self.loaded.tokenizer, text, min(seq_len, self.max_positions()),
+                                  batch, self.input_names)
 
     def scored_tokens(self, feeds: dict[str, np.ndarray]) -> np.ndarray | None:
         """For per-token outputs, ``[batch, sequence]`` True on the tokens that are judged;

@@ -176,7 +176,7 @@ def tiny_gpt2_onnx(tiny_gpt2_lm, tmp_path_factory):
     return _export_tiny(tiny_gpt2_lm, tmp_path_factory.mktemp("tiny-gpt2-onnx"))
 
 
-# --- reports -------------------------------------------------------------------------------
+# --- reports and bench -------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")
@@ -193,4 +193,17 @@ def tiny_report_bundles(tiny_classifier, tmp_path_factory) -> dict[str, Path]:
         out[target] = root / target
         edgeopt.compile(str(tiny_classifier), recipe=fast_recipe(target, repeats=20),
                         out=out[target])
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_ort_bundle(tiny_classifier, tmp_path_factory) -> Path:
+    """The tiny classifier compiled for x86-fp32 with --ort-format (model.ort beside
+    model.onnx): what the bench and ORT-format tests read."""
+    from helpers import fast_recipe
+
+    import edgeopt
+
+    out = tmp_path_factory.mktemp("ort") / "bundle"
+    edgeopt.compile(str(tiny_classifier), recipe=fast_recipe("x86-fp32"), out=out, ort_format=True)
     return out

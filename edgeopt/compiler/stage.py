@@ -47,6 +47,8 @@ class StageContext:
     sizes: dict[str, int] = field(default_factory=dict)
     # Family sections of the manifest (a decoder's cache layout).
     manifest: dict[str, Any] = field(default_factory=dict)
+    # Files the bundle ships beside model.onnx: bundle name -> file in the work folder.
+    bundle_files: dict[str, Path] = field(default_factory=dict)
     report: Any = None  # the Report, once the bundle stage built it
     started: float = field(default_factory=time.perf_counter)
 

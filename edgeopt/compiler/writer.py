@@ -27,6 +27,8 @@ def write_bundle(ctx: StageContext, model: OnnxArtifact, report: Report) -> None
     try:
         if keep_model:
             shutil.copyfile(model.path, stage.path("model.onnx"))
+            for name, path in ctx.bundle_files.items():
+                shutil.copyfile(path, stage.path(name))
             ctx.tokenizer.save_pretrained(str(stage.dir))
             report.bundle = str(req.out)
         text, markdown = report.to_json(), report.to_markdown()

@@ -230,6 +230,21 @@ def benchmark(graph: OnnxArtifact, config: BenchConfig, _workdir: Path, ctx: Enc
     return graph
 
 
+def ort_format(graph: OnnxArtifact, _config: None, workdir: Path, ctx: EncoderContext) -> OnnxArtifact:
+    """model.ort and the reduced-build operator config, checked against the graph on real rows."""
+    from edgeopt.compiler.ort_format import OPERATORS_CONFIG, ORT_MODEL, package
+
+    feeds = _feeds(ctx.task, ctx.inputs.data.sample(min(len(ctx.inputs.data), 32)))
+    # Conversion re-associates float sums at most: the tolerance the fusions are held to.
+    packaged = package(graph.path, workdir / "ort-format", feeds, ctx.request.recipe.optimize.parity_atol)
+    ctx.bundle_files |= {ORT_MODEL: packaged.model, OPERATORS_CONFIG: packaged.operators_config}
+    ctx.manifest["ort_format"] = packaged.manifest_entry()
+    ctx.record.notes |= {"max_abs_diff": packaged.max_abs_diff, "rows": packaged.rows,
+                         "ort_mb": round(packaged.model.stat().st_size / 1e6, 2)}
+    ctx.sizes["model.ort"] = packaged.model.stat().st_size
+    return graph
+
+
 def _check_fixed_shape(config: Any, task: EncoderTask) -> None:
     shape = getattr(config, "fixed_shape", None)
     if shape is not None and shape[1] > task.max_positions():
@@ -258,6 +273,7 @@ ENCODER = Family(
         Stage("diagnose", diagnose, when=lambda ctx: not ctx.parity.passed),
         Stage("preflight", preflight, config=lambda r: r.preflight, when=preflight_wanted),
         Stage("benchmark", benchmark, config=lambda r: r.bench),
+        Stage("ort-format", ort_format, when=lambda ctx: ctx.request.recipe.ort_format),
         Stage("bundle", bundle),
     ),
 )

@@ -72,3 +72,6 @@ class Provider:
     # Provider options the placement was measured with, which an app must pass too (the
     # bundle's manifest lists them).
     app_options: tuple[tuple[str, str], ...] = ()
+    # Where its tensors live when not in host memory ("cuda"): a benchmark binds inputs and
+    # outputs there (IO binding), so host copies are not timed. None: host memory.
+    io_device: str | None = None
