@@ -59,6 +59,7 @@ def compile(  # noqa: A001 - the public name the design asks for
     on_stage: StageHook | None = None,
     base: str | Path | None = None,
     ort_format: bool = False,
+    train_data: str | Path | None = None,
 ) -> Report:
     """Compile ``model`` (a folder or a demo name) for ``target`` into the bundle ``out``.
 
@@ -117,11 +118,23 @@ def compile(  # noqa: A001 - the public name the design asks for
 
     request = CompileRequest(src=src, recipe=chosen, target=name, inputs=inputs, out=out_path,
                              force=force, fail_on_parity=fail_on_parity,
-                             trust_remote_code=trust_remote_code, budget=budget)
+                             trust_remote_code=trust_remote_code, budget=budget,
+                             train_data=_train_data_path(train_data))
     report = run_compile(family, request, Journal(on_stage=on_stage or (lambda *_: None)))
     if not report.passed and fail_on_parity:
         raise ParityError(report.failures, report=report)
     return report
+
+
+def _train_data_path(value: str | Path | None) -> Path | None:
+    """``--train-data`` checked up front: the prepare stages read it much later."""
+    if value is None:
+        return None
+    path = Path(value)
+    if not path.is_file():
+        raise UsageError(f"--train-data {path} does not exist; pass a TSV, CSV, JSONL or TXT "
+                         f"file of training text")
+    return path
 
 
 # Family modules by name; each declares one ``Family`` (its stages and adapters).

@@ -83,6 +83,10 @@ def _parse_gates(values: tuple[str, ...]) -> dict[str, float | None]:
               help="Rows to calibrate on (same formats as --eval-data; at most 256 are sampled). "
                    "Default: a sample of the eval data. Causal LMs: plain text; default: the "
                    "eval text after the tokens perplexity scores.")
+@click.option("--train-data", type=click.Path(dir_okay=False),
+              help="Training text for the recipe's prepare stages (distillation, pruning, "
+                   "vocabulary trimming): TSV/CSV/JSONL with a text column and optional "
+                   "label, or TXT with one text per line.")
 @click.option("--gate", "gate_values", multiple=True, metavar="NAME=VALUE",
               help="Override a parity gate, e.g. --gate min_label_agreement=0.98 (repeatable).")
 @click.option("--max-accuracy-drop", type=click.FloatRange(min=0, max=1), metavar="X",
@@ -107,7 +111,7 @@ def _parse_gates(values: tuple[str, ...]) -> dict[str, float | None]:
 @_debug_flag
 def compile_cmd(model: str, target: str | None, recipe: str | None, out: str, task: str | None,
                 eval_data: str | None, max_eval_rows: int | None, max_eval_tokens: int | None,
-                calibration_data: str | None,
+                calibration_data: str | None, train_data: str | None,
                 gate_values: tuple[str, ...], max_accuracy_drop: float | None,
                 min_agreement: float | None, base: str | None, force: bool, allow_pickle: bool,
                 trust_remote_code: bool, no_fail_on_parity: bool, ort_format: bool,
@@ -133,7 +137,7 @@ def compile_cmd(model: str, target: str | None, recipe: str | None, out: str, ta
                 min_agreement=min_agreement, force=force,
                 allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
                 fail_on_parity=not no_fail_on_parity, on_stage=display.on_stage, base=base,
-                ort_format=ort_format,
+                ort_format=ort_format, train_data=train_data,
             )
         except ParityError as err:
             if err.report is not None:

@@ -47,8 +47,12 @@ def builtin_sentences() -> EvalData:
     return EvalData(rows, None, "built-in sentences")
 
 
-def load_eval_data(path: str | Path, label_names: tuple[str, ...] | None = None) -> EvalData:
-    """Read a TSV/CSV/JSONL file; one-line errors name the file, the row and the fix."""
+def load_eval_data(path: str | Path, label_names: tuple[str, ...] | None = None,
+                   missing_labels: bool = False) -> EvalData:
+    """Read a TSV/CSV/JSONL file; one-line errors name the file, the row and the fix.
+
+    ``missing_labels``: an empty label cell is allowed and read as -1 (unlabelled), for
+    training text where only some rows carry labels."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"eval data {path} does not exist; pass a TSV, CSV or JSONL file")
@@ -78,7 +82,11 @@ def load_eval_data(path: str | Path, label_names: tuple[str, ...] | None = None)
             raise DataError(f"{path}:{line_no}: empty or missing '{text_col}' value")
         texts.append(value.strip())
         if has_labels:
-            labels.append(_parse_label(row.get("label"), label_names, f"{path}:{line_no}"))
+            raw = row.get("label")
+            if missing_labels and (raw is None or str(raw).strip() == ""):
+                labels.append(-1)
+                continue
+            labels.append(_parse_label(raw, label_names, f"{path}:{line_no}"))
     return EvalData(tuple(texts), np.asarray(labels, dtype=np.int64) if has_labels else None,
                     str(path))
 

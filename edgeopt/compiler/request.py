@@ -26,6 +26,10 @@ class CompileRequest:
     trust_remote_code: bool = False
     # Keep the most sensitive layers in higher precision until this holds (None: no search).
     budget: AccuracyBudget | None = None
+    # Training text for the prepare stages (distillation, pruning importance, vocabulary
+    # trimming): a TSV/CSV/JSONL/TXT file; labels optional. None: the stages that need it
+    # refuse to run, naming --train-data.
+    train_data: Path | None = None
 
 
 @dataclass(frozen=True)
