@@ -16,8 +16,8 @@ from typing import Any
 
 from edgeopt.errors import ProviderError
 from edgeopt.providers.base import Availability, Provider, SessionConfig
-from edgeopt.providers.placement import Placement, not_checkable
-from edgeopt.providers.session import builtin_opener, session_placement
+from edgeopt.providers.placement import Placement
+from edgeopt.providers.session import builtin_opener, place_if_available
 
 EP = "CUDAExecutionProvider"
 _DRIVER = "nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1"
@@ -71,10 +71,7 @@ def _open(model: Any, config: SessionConfig) -> Any:
 
 
 def _place(model: Path, config: SessionConfig) -> Placement:
-    available = _availability()
-    if available.kind != "session":
-        return not_checkable(PROVIDER, available.detail)
-    return session_placement(PROVIDER, model, config, f"{available.detail} session")
+    return place_if_available(PROVIDER, model, config)
 
 
 PROVIDER = Provider(name="cuda", ep=EP, label="CUDA", availability=_availability,

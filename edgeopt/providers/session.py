@@ -15,7 +15,14 @@ from typing import Any
 
 from edgeopt.errors import ProviderError
 from edgeopt.providers.base import Provider, SessionConfig
-from edgeopt.providers.placement import Placement, connected_groups, failed, group_unsupported, op_key
+from edgeopt.providers.placement import (
+    Placement,
+    connected_groups,
+    failed,
+    group_unsupported,
+    not_checkable,
+    op_key,
+)
 
 CPU_EP = "CPUExecutionProvider"
 _NO_FALLBACK = "fallback to CPU EP has been explicitly disabled"
@@ -104,6 +111,15 @@ def assigned_groups(session: Any) -> list[tuple[str, list[tuple[str, str]]]]:
     """(EP name, [(node name, op key)]) per subgraph onnxruntime assigned, in its order."""
     return [(sg.ep_name, [(n.name, op_key(n.domain, n.op_type)) for n in sg.get_nodes()])
             for sg in session.get_provider_graph_assignment_info()]
+
+
+def place_if_available(provider: Provider, model: Path, config: SessionConfig) -> Placement:
+    """A real session's placement where ``provider`` is installed here, else a verdict
+    saying why it cannot be checked (providers with no offline checker of their own)."""
+    available = provider.availability()
+    if available.kind != "session":
+        return not_checkable(provider, available.detail)
+    return session_placement(provider, model, config, f"{available.detail} session")
 
 
 def session_placement(provider: Provider, model: Path, config: SessionConfig, detail: str,

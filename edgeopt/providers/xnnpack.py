@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgeopt.providers.base import Availability, Provider, SessionConfig
-from edgeopt.providers.placement import Placement, not_checkable
-from edgeopt.providers.session import builtin_opener, session_placement
+from edgeopt.providers.placement import Placement
+from edgeopt.providers.session import builtin_opener, place_if_available
 
 EP = "XnnpackExecutionProvider"
 
@@ -28,10 +28,7 @@ def _availability() -> Availability:
 
 
 def _place(model: Path, config: SessionConfig) -> Placement:
-    available = _availability()
-    if available.kind != "session":
-        return not_checkable(PROVIDER, available.detail)
-    return session_placement(PROVIDER, model, config, f"{available.detail} session")
+    return place_if_available(PROVIDER, model, config)
 
 
 PROVIDER = Provider(name="xnnpack", ep=EP, label="XNNPACK", availability=_availability,
