@@ -242,3 +242,27 @@ def test_compile_a_trimmed_classifier_end_to_end(tiny_wordpiece_classifier, tmp_
     enc = shipped(HELD_OUT[:4], padding=True, return_tensors="np")
     feeds = {i.name: enc[i.name].astype(np.int64) for i in session.get_inputs()}
     assert session.run(None, feeds)[0].shape == (4, 2)  # respelled words run too
+
+
+def test_compile_a_trimmed_decoder_keeps_cache_parity(tiny_llama_lm, tmp_path):
+    from transformers import AutoTokenizer
+
+    from edgeopt.decoder.validate import DecoderEvalConfig
+    from edgeopt.recipe import BenchConfig
+
+    train = tmp_path / "train.txt"
+    train.write_text("\n".join(DOMAIN), encoding="utf-8")
+    recipe = dataclasses.replace(fast_recipe("x86-fp32"), prepare=(TrimVocabConfig(),),
+                                 bench=BenchConfig(seq_len=16, decode_tokens=4, warmup=1, repeats=3,
+                                                   torch_baseline=False))
+    small = DecoderEvalConfig(max_tokens=256, window=128, prompts=2, new_tokens=6)
+    report = edgeopt.compile(tiny_llama_lm, recipe=recipe, out=tmp_path / "lm", decoder_eval=small,
+                             train_data=train)
+    # The eval text uses dropped pieces: respelled, and the graph still matches PyTorch.
+    notes = next(p for p in report.passes if p["name"] == "prepare:trim-vocab")["notes"]
+    assert "respelled" in notes["eval_ids"]
+    assert report.passed and report.parity["metrics"]["token_agreement"] == 1.0
+    shipped = AutoTokenizer.from_pretrained(tmp_path / "lm")
+    manifest = json.loads((tmp_path / "lm" / "manifest.json").read_text())
+    assert manifest["decoder"]["vocab_size"] == len(shipped) < 384
+    assert (tmp_path / "lm" / "merges.txt").is_file() and (tmp_path / "lm" / "vocab.json").is_file()
