@@ -266,3 +266,35 @@ def test_compile_a_trimmed_decoder_keeps_cache_parity(tiny_llama_lm, tmp_path):
     manifest = json.loads((tmp_path / "lm" / "manifest.json").read_text())
     assert manifest["decoder"]["vocab_size"] == len(shipped) < 384
     assert (tmp_path / "lm" / "merges.txt").is_file() and (tmp_path / "lm" / "vocab.json").is_file()
+
+
+def test_a_bpe_encoder_with_cls_and_sep(tmp_path):
+    from tiny_encoders import build
+
+    loaded = _load(build("modernbert", "text-classification", tmp_path / "mb"))
+    trimmed = _trim(loaded, tmp_path)
+    old, new = loaded.tokenizer, trimmed.loaded.tokenizer
+    assert trimmed.rows_after < trimmed.rows_before
+    exact = check_ids(old, new, trimmed.remap, DOMAIN)
+    other = check_ids(old, new, trimmed.remap, HELD_OUT + TRICKY)
+    assert exact.ok and exact.exact == len(DOMAIN) and other.ok and other.respelled > 0
+    assert _ids(new, DOMAIN[0])[0] == new.cls_token_id == trimmed.remap[old.cls_token_id]
+    with torch.inference_mode():
+        before = loaded.model(**old(DOMAIN[1], return_tensors="pt")).logits
+        after = trimmed.loaded.model(**new(DOMAIN[1], return_tensors="pt")).logits
+    torch.testing.assert_close(after, before, atol=1e-6, rtol=1e-6)
+
+
+def test_roberta_style_post_processor_ids_are_renumbered(llama):
+    loaded, trimmed = llama
+    data = json.loads(json.dumps(TokenizerVocab.of(loaded.tokenizer).data))
+    eos = loaded.tokenizer.eos_token
+    eos_id = data["model"]["vocab"][eos]
+    data["post_processor"] = {"type": "Sequence", "processors": [
+        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
+        {"type": "RobertaProcessing", "sep": [eos, eos_id], "cls": [eos, eos_id],
+         "trim_offsets": True, "add_prefix_space": False}]}
+    vocab = TokenizerVocab(data)
+    assert eos_id in vocab.special_ids()
+    proc = vocab.rewrite(trimmed.kept)["post_processor"]["processors"][1]
+    assert proc["sep"] == [eos, int(trimmed.remap[eos_id])] == proc["cls"]
