@@ -298,3 +298,23 @@ def test_roberta_style_post_processor_ids_are_renumbered(llama):
     assert eos_id in vocab.special_ids()
     proc = vocab.rewrite(trimmed.kept)["post_processor"]["processors"][1]
     assert proc["sep"] == [eos, int(trimmed.remap[eos_id])] == proc["cls"]
+
+
+def test_the_stage_fails_when_the_new_tokenizer_breaks_the_contract(tiny_wordpiece_classifier,
+                                                                   tmp_path, monkeypatch):
+    rewrite = TokenizerVocab.rewrite
+
+    def swapped(self, kept):  # a broken rewrite: two kept word pieces trade ids
+        data = rewrite(self, kept)
+        vocab = data["model"]["vocab"]
+        other = next(t for t in vocab if t.isalpha() and len(t) > 3)
+        vocab["the"], vocab[other] = vocab[other], vocab["the"]
+        return data
+
+    monkeypatch.setattr(TokenizerVocab, "rewrite", swapped)
+    train = tmp_path / "train.txt"
+    train.write_text("\n".join(DOMAIN), encoding="utf-8")
+    recipe = dataclasses.replace(fast_recipe("x86-fp32"), prepare=(TrimVocabConfig(),))
+    with pytest.raises(ModelError, match="broke the id contract on .* domain rows"):
+        edgeopt.compile(str(tiny_wordpiece_classifier), recipe=recipe, out=tmp_path / "b",
+                        train_data=train)
