@@ -298,16 +298,16 @@ def trim_vocab(model: LoadedModel, config: TrimVocabConfig, workdir: Path, ctx: 
     evaluated = _eval_texts(ctx)
     texts = domain + evaluated if config.include_eval else domain
     trimmed = trim_vocabulary(model, texts, config, workdir / "trim-vocab")
-    check = check_ids(model.tokenizer, trimmed.loaded.tokenizer, trimmed.remap, texts)
-    if not check.ok:
-        row, why = check.failures[0]
-        raise ModelError(f"prepare trim-vocab: the trimmed tokenizer broke the id contract on "
-                         f"{len(check.failures):,} of {check.rows:,} domain rows (row {row}: {why}); "
-                         f"this tokenizer cannot be trimmed safely: drop the stage")
-    ctx.record.notes |= trimmed.notes() | {"domain_ids": check.summary()}
-    if evaluated and not config.include_eval:
-        ctx.record.notes["eval_ids"] = check_ids(model.tokenizer, trimmed.loaded.tokenizer,
-                                                 trimmed.remap, evaluated).summary()
+    ctx.record.notes |= trimmed.notes()
+    checks = {"domain": texts} | ({"eval": evaluated} if evaluated and not config.include_eval else {})
+    for name, rows in checks.items():
+        check = check_ids(model.tokenizer, trimmed.loaded.tokenizer, trimmed.remap, rows)
+        if not check.ok:
+            row, why = check.failures[0]
+            raise ModelError(f"prepare trim-vocab: the trimmed tokenizer broke the id contract on "
+                             f"{len(check.failures):,} of {check.rows:,} {name} rows (row {row}: "
+                             f"{why}); this tokenizer cannot be trimmed safely: drop the stage")
+        ctx.record.notes[f"{name}_ids"] = check.summary()
     # Beside tokenizer.json, the plain vocabulary files tools without tokenizers read.
     ctx.bundle_files |= trimmed.files
     return trimmed.loaded
