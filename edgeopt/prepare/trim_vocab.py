@@ -324,4 +324,4 @@ def _eval_texts(ctx: Any) -> list[str]:
         value = getattr(inputs, name, None)
         if isinstance(value, str):
             texts += [line for line in value.splitlines() if line.strip()]
-    return texts
+    return list(dict.fromkeys(texts))  # calibration rows are often eval rows: count each once
