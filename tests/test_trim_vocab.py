@@ -318,3 +318,4 @@ def test_the_stage_fails_when_the_new_tokenizer_breaks_the_contract(tiny_wordpie
     with pytest.raises(ModelError, match="broke the id contract on .* domain rows"):
         edgeopt.compile(str(tiny_wordpiece_classifier), recipe=recipe, out=tmp_path / "b",
                         train_data=train)
+

@@ -198,27 +198,12 @@ def _rebuild_tokenizer(old: Any, data: dict[str, Any], folder: Path) -> tuple[An
     for name in _VOCAB_FILES:
         (folder / name).unlink(missing_ok=True)
     (folder / "tokenizer.json").write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
-    _remap_added_decoder(folder / "tokenizer_config.json", data)
     tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     files = {}
     for name, text in legacy_files(data).items():
         files[name] = folder / name
         files[name].write_text(text, encoding="utf-8")
     return tokenizer, files
-
-
-def _remap_added_decoder(path: Path, data: dict[str, Any]) -> None:
-    """tokenizer_config.json may key its added tokens by id: give them their new ids."""
-    if not path.is_file():
-        return
-    cfg = json.loads(path.read_text(encoding="utf-8"))
-    if "added_tokens_decoder" not in cfg:
-        return
-    new_ids = {t["content"]: t["id"] for t in data.get("added_tokens") or []}
-    cfg["added_tokens_decoder"] = {str(new_ids[v["content"]]): v
-                                   for v in cfg["added_tokens_decoder"].values()
-                                   if v["content"] in new_ids}
-    path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False), encoding="utf-8")
 
 
 def _config_ids(model: Any) -> dict[str, int]:
