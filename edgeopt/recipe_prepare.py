@@ -41,3 +41,28 @@ class KeepLayersConfig:
         check(all(i >= 0 for i in self.layers), "prepare keep-layers: layer indices must be >= 0")
         check(list(self.layers) == sorted(set(self.layers)),
               "prepare keep-layers: list each layer once, in increasing order")
+
+
+@register_prepare_config
+@dataclass(frozen=True)
+class TrimVocabConfig:
+    """Keep only the vocabulary rows the domain text (``--train-data``) uses, plus the
+    special tokens and every single-character piece, and rewrite the tokenizer to match:
+    kept-token text gets the old ids renumbered, any other text is spelled in shorter
+    kept pieces (edgeopt.prepare.tokenizer_remap states the contract)."""
+
+    stage: ClassVar[str] = "trim-vocab"
+    runner: ClassVar[str] = "edgeopt.prepare.trim_vocab"
+    # A token the domain text uses fewer times than this is dropped (spelled in parts).
+    min_count: int = 1
+    # Also keep the tokens of the eval and calibration text, so those rows stay exact.
+    include_eval: bool = False
+    # More domain text: files read like --train-data (TSV/CSV/JSONL text column, or TXT).
+    extra_text: tuple[str, ...] = ()
+    # At most this many rows: the least frequent domain tokens go first (None: no cap).
+    max_vocab: int | None = None
+
+    def __post_init__(self) -> None:
+        check(self.min_count >= 1, "prepare trim-vocab: min_count must be >= 1")
+        check(self.max_vocab is None or self.max_vocab >= 1,
+              "prepare trim-vocab: max_vocab must be >= 1 (or left out for no cap)")

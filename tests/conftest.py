@@ -207,3 +207,48 @@ def tiny_ort_bundle(tiny_classifier, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ort") / "bundle"
     edgeopt.compile(str(tiny_classifier), recipe=fast_recipe("x86-fp32"), out=out, ort_format=True)
     return out
+
+
+# --- vocabulary trimming -------------------------------------------------------------------
+
+
+def _wordpiece_tokenizer():
+    """A BERT-style WordPiece tokenizer trained in code on the built-in sentences: word
+    pieces, ``##`` continuations and both forms of every character, like BERT's own."""
+    from importlib import resources
+
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertTokenizerFast
+
+    text = resources.files("edgeopt").joinpath("data/sentences.txt").read_text(encoding="utf-8")
+    lines = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    tok.train_from_iterator(lines, trainers.WordPieceTrainer(vocab_size=700, special_tokens=SPECIAL,
+                                                             show_progress=False))
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    return BertTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
+                             cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+
+
+@pytest.fixture(scope="session")
+def tiny_wordpiece_classifier(tmp_path_factory) -> Path:
+    """A 2-layer BertForSequenceClassification with a trained WordPiece tokenizer (the
+    conftest's word-level one has no pieces to trim to)."""
+    import torch
+    from transformers import BertForSequenceClassification
+
+    torch.manual_seed(2)
+    tok = _wordpiece_tokenizer()
+    path = tmp_path_factory.mktemp("tiny-wordpiece")
+    cfg = _tiny_bert_config(num_labels=2, id2label={0: "negative", 1: "positive"},
+                            label2id={"negative": 0, "positive": 1}, pad_token_id=0)
+    cfg.vocab_size, cfg.max_position_embeddings = len(tok), 128
+    BertForSequenceClassification(cfg).eval().save_pretrained(path)
+    tok.save_pretrained(path)
+    return path

@@ -62,7 +62,9 @@ def _export(task: EncoderTask, config: ExportConfig, workdir: Path) -> OnnxArtif
 
 def _example_feeds(task: EncoderTask, seq_len: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
-    vocab = int(task.src.config.get("vocab_size", 1000))
+    # The loaded model's table, not config.json's: a prepare stage may have trimmed it.
+    model_vocab = getattr(getattr(task.loaded.model, "config", None), "vocab_size", None)
+    vocab = int(model_vocab or task.src.config.get("vocab_size", 1000))
     ids = rng.integers(low=min(1000, vocab // 2), high=vocab, size=(2, seq_len), dtype=np.int64)
     mask = np.ones_like(ids)
     mask[1, seq_len // 2 :] = 0
