@@ -8,7 +8,7 @@ of the heads *and* FFN neurons of every layer, scored by first-order Taylor on 2
 labelled SST-2 train rows (a seeded sample), against random selection at the same sizes
 (``--random-seeds`` draws). No recovery training. SST-2 dev accuracy on all 872 rows
 (max length 128), parameters, and PyTorch eager p50 latency (batch 1, sequence 128,
-2 threads, 3 warm-up + 20 timed runs; median and IQR).
+2 threads, 3 warm-up + 20 timed runs, round-robin over the variants; median and IQR).
 
 (b) Decoder: SmolLM2-135M (``edgeopt fetch smollm2``) with 25% FFN pruning, dropping 2
 layers, and both, Taylor/block influence against random: WikiText-2 test perplexity on
@@ -58,7 +58,10 @@ def accuracy(model, tokenizer, texts: list[str], labels: np.ndarray) -> float:
     return float((np.concatenate(preds) == labels).mean())
 
 
-def latency(model, tokenizer, warmup: int = 3, repeats: int = 20) -> dict[str, float]:
+def latencies(models: dict[str, object], tokenizer, warmup: int = 3, repeats: int = 20
+              ) -> dict[str, dict[str, float]]:
+    """p50 and IQR per model, timed round-robin (one run of each in turn) so that load from
+    other work on the machine falls on every variant alike."""
     import torch
 
     from edgeopt.tasks import fixed_length_feeds
@@ -66,15 +69,19 @@ def latency(model, tokenizer, warmup: int = 3, repeats: int = 20) -> dict[str, f
     feeds = fixed_length_feeds(tokenizer, "a gripping and funny film", 128, 1,
                                ["input_ids", "attention_mask", "token_type_ids"])
     feeds = {k: torch.from_numpy(v) for k, v in feeds.items()}
-    times = []
+    times: dict[str, list[float]] = {name: [] for name in models}
     with torch.inference_mode():
         for i in range(warmup + repeats):
-            start = time.perf_counter()
-            model(**feeds)
-            if i >= warmup:
-                times.append((time.perf_counter() - start) * 1e3)
-    q1, med, q3 = np.percentile(times, [25, 50, 75])
-    return {"p50_ms": float(med), "iqr_ms": float(q3 - q1)}
+            for name, model in models.items():
+                start = time.perf_counter()
+                model(**feeds)
+                if i >= warmup:
+                    times[name].append((time.perf_counter() - start) * 1e3)
+    out = {}
+    for name, values in times.items():
+        q1, med, q3 = np.percentile(values, [25, 50, 75])
+        out[name] = {"p50_ms": float(med), "iqr_ms": float(q3 - q1)}
+    return out
 
 
 def encoder_part(seeds: int) -> dict:
@@ -93,14 +100,16 @@ def encoder_part(seeds: int) -> dict:
     dev = load_eval_data(DEV, src.label_names)
     texts = list(dev.texts)
     rows = []
+    timed: dict[str, object] = {}
 
     def measure(name: str, loaded: LoadedModel, seconds: float, notes: dict) -> None:
         row = {"variant": name, "dev_accuracy": accuracy(loaded.model, loaded.tokenizer, texts,
                                                          dev.labels),
-               "parameters": loaded.parameter_count(), "prune_seconds": seconds,
-               **latency(loaded.model, loaded.tokenizer), "notes": notes}
+               "parameters": loaded.parameter_count(), "prune_seconds": seconds, "notes": notes}
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "notes"}), flush=True)
+        if name == "unpruned" or name.startswith("taylor"):  # random ones have the same shapes
+            timed[name] = loaded.model
 
     measure("unpruned", base, 0.0, {})
     for fraction in FRACTIONS:
@@ -111,7 +120,10 @@ def encoder_part(seeds: int) -> dict:
             pruned = prune(base, cfg, None, ctx)
             measure(f"{score} {fraction:.0%}" + (f" seed {seed}" if score == "random" else ""),
                     pruned, time.perf_counter() - start, ctx.record.notes)
-    return {"model": str(TEACHER), "dev_rows": len(texts), "rows": rows}
+    timings = latencies(timed, base.tokenizer)
+    print(json.dumps(timings), flush=True)
+    return {"model": str(TEACHER), "dev_rows": len(texts), "rows": rows,
+            "latency_batch1_seq128_2threads": timings}
 
 
 def perplexity(model, windows: np.ndarray) -> float:

@@ -154,8 +154,7 @@ def load_pruned(model_class: Any, path: Path, config: Any) -> Any:
     import torch
     from safetensors.torch import load_file
 
-    config.torch_dtype = torch.float32
-    model = model_class.from_config(config)
+    model = model_class.from_config(config, dtype=torch.float32)
     apply_record(model, getattr(config, RECORD_KEY))
     state: dict[str, Any] = {}
     for file in sorted(Path(path).glob("*.safetensors")):

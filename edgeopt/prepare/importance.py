@@ -22,6 +22,7 @@ input model's parameters (and their ``.grad``) are never touched.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -139,3 +140,37 @@ def random_scores(like: list[Any], seed: int) -> list[Any]:
 
     gen = torch.Generator().manual_seed(seed)
     return [torch.rand(t.shape, generator=gen) for t in like]
+
+
+def fidelity(original: Any, pruned: Any, batches: list[tuple[dict[str, Any], Any]], layout: str
+             ) -> dict[str, Any]:
+    """How close the pruned model stays on the scoring data (no recovery yet): label
+    agreement (classifiers), mean cosine (embedders), or perplexity before -> after."""
+    import torch
+
+    if layout != ENCODER_LAYOUT:
+        totals = [0.0, 0.0]
+        tokens = 0
+        with torch.inference_mode():
+            for batch, _ in batches:
+                for i, model in enumerate((original, pruned)):
+                    totals[i] += float(_loss(model, batch, None, layout)[0])
+                tokens += batch["input_ids"][:, 1:].numel()
+        before, after = (math.exp(t / max(tokens, 1)) for t in totals)
+        return {"perplexity_on_scoring_text": f"{before:.2f} -> {after:.2f}"}
+    same, count, cosines = 0, 0, []
+    with torch.inference_mode():
+        for batch, _ in batches:
+            a, b = original(**batch), pruned(**batch)
+            logits = getattr(a, "logits", None)
+            if logits is not None:  # labels: per sentence, or per real token
+                hits = logits.argmax(-1) == b.logits.argmax(-1)
+                real = batch["attention_mask"].bool() if logits.dim() == 3 else torch.ones_like(hits)
+                same, count = same + int(hits[real].sum()), count + int(real.sum())
+            else:
+                mask = batch["attention_mask"].unsqueeze(-1).float()
+                pa, pb = ((o.last_hidden_state * mask).sum(1) / mask.sum(1) for o in (a, b))
+                cosines.append(torch.nn.functional.cosine_similarity(pa, pb, dim=-1))
+    if count:
+        return {"agreement_with_unpruned_on_scoring_rows": round(same / count, 4)}
+    return {"mean_cosine_with_unpruned_on_scoring_rows": round(float(torch.cat(cosines).mean()), 4)}

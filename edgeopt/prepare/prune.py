@@ -19,7 +19,7 @@ from typing import Any
 from edgeopt.artifact import LoadedModel
 from edgeopt.errors import ModelError, RecipeError
 from edgeopt.prepare import register_prepare
-from edgeopt.prepare.importance import block_influence, random_scores, taylor_scores
+from edgeopt.prepare.importance import block_influence, fidelity, random_scores, taylor_scores
 from edgeopt.pruned import (
     DECODER_LAYOUT,
     ENCODER_LAYOUT,
@@ -50,12 +50,12 @@ def prune(model: LoadedModel, config: PruneConfig, _workdir: Path, ctx: Any) -> 
     notes: dict[str, Any] = {"data": source, "score": _score_name(config, layout)}
     if config.drop_layers:
         notes["layers_dropped"] = _drop_layers(pruned, model.tokenizer, texts, config)
+    batches = _batches(model.tokenizer, texts, labels, config, layout)
     if any((config.heads, config.ffn, config.heads_per_layer, config.ffn_per_layer)):
-        batches = _batches(model.tokenizer, texts, labels, config, layout)
         if config.score == "taylor":
             head_scores, ffn_scores = taylor_scores(pruned, batches, layout)
         else:
-            blank = taylor_widths(pruned, layout)
+            blank = _zero_scores(pruned, layout)
             head_scores = random_scores(blank[0], config.seed)
             ffn_scores = random_scores(blank[1], config.seed + 1)
         _cut(pruned, head_scores, ffn_scores, config, layout)
@@ -69,6 +69,7 @@ def prune(model: LoadedModel, config: PruneConfig, _workdir: Path, ctx: Any) -> 
     }
     if layout == ENCODER_LAYOUT:
         notes["heads_per_layer"] = f"{before['heads']} -> {record['heads']}"
+    notes |= fidelity(model.model, pruned, batches, layout)
     ctx.record.notes |= notes
     return out
 
@@ -154,7 +155,7 @@ def _windows(tokenizer: Any, texts: list[str], config: PruneConfig) -> list[dict
             for i in range(0, count, config.batch_size)]
 
 
-def taylor_widths(model: Any, layout: str) -> tuple[list[Any], list[Any]]:
+def _zero_scores(model: Any, layout: str) -> tuple[list[Any], list[Any]]:
     """Zero score tensors of the shapes :func:`taylor_scores` returns."""
     import torch
 
