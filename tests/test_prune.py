@@ -300,3 +300,13 @@ def test_unsupported_model_types_are_named(tiny_gpt2_lm):
     with pytest.raises(RecipeError, match="supports model types bert, roberta") as info:
         prune(gpt2, PruneConfig(ffn=0.5), None, _lm_ctx())
     assert "\n" not in str(info.value)
+
+
+def test_scores_read_train_data_with_unlabelled_rows(bert, tmp_path):
+    train = tmp_path / "train.tsv"
+    train.write_text("sentence\tlabel\n" + "".join(
+        f"{t}\t{'' if i % 2 else i % 3 % 2}\n" for i, t in enumerate(TEXTS)))
+    ctx = _ctx(texts=("unused",), train_data=train)
+    out = prune(bert, PruneConfig(ffn=0.25, max_rows=12), None, ctx)
+    assert ctx.record.notes["data"] == "--train-data train.tsv, 12 rows"
+    assert out.model.config.intermediate_size == 96
