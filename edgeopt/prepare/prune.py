@@ -212,4 +212,5 @@ def _drop_layers(model: Any, tokenizer: Any, texts: list[str], config: PruneConf
     if getattr(model.config, "layer_types", None):
         model.config.layer_types = [model.config.layer_types[i] for i in keep]
     scores = ", ".join(f"{i}:{influence[i]:.3f}" for i in range(len(layers)))
-    return f"{sorted(drop)} of {len(layers)} (influence {scores})"
+    what = "random scores" if config.score == "random" else "block influence"
+    return f"{sorted(drop)} of {len(layers)} ({what} {scores})"
