@@ -1,6 +1,6 @@
 """Structured-pruning benchmark (issue 17): is the importance score worth something?
 
-    python benchmarks/bench_prune.py [--part encoder|decoder|both] [--random-seeds 3]
+    python benchmarks/bench_prune.py [--part encoder|decoder|both|latency] [--random-seeds 3]
                                      [--out benchmarks/results/prune.json]
 
 (a) Encoder: ``../shared/models/minilm-sst2`` pruned by the ``prune`` stage at 25% and 50%
@@ -126,6 +126,26 @@ def encoder_part(seeds: int) -> dict:
             "latency_batch1_seq128_2threads": timings}
 
 
+def latency_part() -> dict:
+    """Only the timings of (a): the unpruned model and the Taylor-pruned ones."""
+    import torch
+
+    from edgeopt.prepare.prune import prune
+    from edgeopt.recipe_prepare import PruneConfig
+    from edgeopt.source import inspect_model
+    from edgeopt.tasks import load_torch
+
+    torch.set_num_threads(2)
+    base = load_torch(inspect_model(str(TEACHER)))
+    models = {"unpruned": base.model}
+    for fraction in FRACTIONS:
+        cfg = PruneConfig(heads=fraction, ffn=fraction, max_rows=256)
+        models[f"taylor {fraction:.0%}"] = prune(base, cfg, None, _ctx(train_data=TRAIN)).model
+    timings = latencies(models, base.tokenizer)
+    print(json.dumps(timings), flush=True)
+    return {"latency_batch1_seq128_2threads": timings}
+
+
 def perplexity(model, windows: np.ndarray) -> float:
     import torch
     import torch.nn.functional as F
@@ -187,7 +207,7 @@ def decoder_part(eval_tokens: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("encoder", "decoder", "both"), default="both")
+    parser.add_argument("--part", choices=("encoder", "decoder", "both", "latency"), default="both")
     parser.add_argument("--random-seeds", type=int, default=3)
     parser.add_argument("--eval-tokens", type=int, default=4096)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "prune.json")
@@ -197,6 +217,8 @@ def main() -> None:
         result = json.loads(args.out.read_text())
     if args.part in ("encoder", "both"):
         result["encoder"] = encoder_part(args.random_seeds)
+    if args.part == "latency":
+        result["latency"] = latency_part()
     if args.part in ("decoder", "both"):
         result["decoder"] = decoder_part(args.eval_tokens)
     args.out.write_text(json.dumps(result, indent=2, default=str))
