@@ -66,3 +66,52 @@ class TrimVocabConfig:
         check(self.min_count >= 1, "prepare trim-vocab: min_count must be >= 1")
         check(self.max_vocab is None or self.max_vocab >= 1,
               "prepare trim-vocab: max_vocab must be >= 1 (or left out for no cap)")
+PRUNE_SCORES = ("taylor", "random")
+
+
+def _fraction(value: float, where: str) -> None:
+    check(0.0 <= value < 1.0, f"prepare prune: {where} is the fraction to remove, in [0, 1); "
+                              f"got {value:g}")
+
+
+@register_prepare_config
+@dataclass(frozen=True)
+class PruneConfig:
+    """Structured pruning: remove the least important attention heads and feed-forward
+    neurons (encoders), or feed-forward neurons and whole layers (decoders), physically.
+
+    Targets are fractions to remove: ``heads``/``ffn`` the same in every layer, or
+    ``heads_per_layer``/``ffn_per_layer`` one per layer; ``drop_layers`` is how many
+    decoder layers to drop. ``score: random`` ranks at random (a baseline for the score).
+    Importance is measured on ``--train-data`` (else the compile's calibration rows)."""
+
+    stage: ClassVar[str] = "prune"
+    runner: ClassVar[str] = "edgeopt.prepare.prune"
+    heads: float | None = None
+    ffn: float | None = None
+    heads_per_layer: tuple[float, ...] | None = None
+    ffn_per_layer: tuple[float, ...] | None = None
+    drop_layers: int = 0
+    score: str = "taylor"
+    max_rows: int = 256  # rows (encoders) or sequences (decoders) the scores see
+    seq_len: int = 128
+    batch_size: int = 16
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check(self.heads is None or self.heads_per_layer is None,
+              "prepare prune: give heads (uniform) or heads_per_layer, not both")
+        check(self.ffn is None or self.ffn_per_layer is None,
+              "prepare prune: give ffn (uniform) or ffn_per_layer, not both")
+        for name in ("heads", "ffn"):
+            if getattr(self, name) is not None:
+                _fraction(getattr(self, name), name)
+            for i, value in enumerate(getattr(self, f"{name}_per_layer") or ()):
+                _fraction(value, f"{name}_per_layer[{i}]")
+        check(self.drop_layers >= 0, "prepare prune: drop_layers must be >= 0")
+        check(any((self.heads, self.ffn, self.heads_per_layer, self.ffn_per_layer, self.drop_layers)),
+              "prepare prune needs a target: heads, ffn, heads_per_layer, ffn_per_layer or drop_layers")
+        check(self.score in PRUNE_SCORES,
+              f"prepare prune: score must be one of {', '.join(PRUNE_SCORES)}, not {self.score!r}")
+        check(self.max_rows > 0 and self.seq_len > 1 and self.batch_size > 0,
+              "prepare prune: max_rows, seq_len and batch_size must be positive")

@@ -19,6 +19,7 @@ from edgeopt.encoder_families import family_of
 from edgeopt.errors import ModelError
 from edgeopt.families import FEATURE_EXTRACTION, TEXT_CLASSIFICATION, TOKEN_CLASSIFICATION
 from edgeopt.metrics import label_agreement
+from edgeopt.pruned import RECORD_KEY
 from edgeopt.source import SourceModel
 
 if TYPE_CHECKING:
@@ -53,7 +54,7 @@ def load_torch(src: SourceModel, trust_remote_code: bool = False) -> LoadedModel
         library="transformers",
     )
     try:
-        model = model_class.from_pretrained(
+        model = _load_pruned(model_class, src) if RECORD_KEY in src.config else model_class.from_pretrained(
             src.path,
             dtype=torch.float32,
             local_files_only=True,
@@ -73,6 +74,16 @@ def load_torch(src: SourceModel, trust_remote_code: bool = False) -> LoadedModel
         model = merge_adapter(model, src.adapter)
     model.eval()
     return LoadedModel(model=model, tokenizer=tokenizer)
+
+
+def _load_pruned(model_class: Any, src: SourceModel) -> Any:
+    """A structurally pruned folder: rebuilt from the shapes its config records."""
+    from transformers import AutoConfig
+
+    from edgeopt.pruned import load_pruned
+
+    config = AutoConfig.from_pretrained(src.path, local_files_only=True)
+    return load_pruned(model_class, src.path, config)
 
 
 def fixed_length_feeds(tokenizer: Any, text: str, seq_len: int, batch: int,
