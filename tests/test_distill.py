@@ -91,7 +91,8 @@ def keyword_teacher(tmp_path_factory) -> Path:
 def test_distillation_beats_the_same_student_without_the_teacher(keyword_teacher, tmp_path):
     texts, labels = _rows(1056, seed=2)
     few = 16  # labelled rows; the other 1,040 are plain text the teacher labels
-    mixed = _write_tsv(tmp_path / "mixed.tsv", texts, [str(y) for y in labels[:few]] + [""] * (len(texts) - few))
+    cells = [str(y) for y in labels[:few]] + [""] * (len(texts) - few)
+    mixed = _write_tsv(tmp_path / "mixed.tsv", texts, cells)
     only = _write_tsv(tmp_path / "few.tsv", texts[:few], [str(y) for y in labels[:few]])
     dev_texts, dev_labels = _rows(400, seed=3)
     inputs = SimpleNamespace(data=EvalData(tuple(dev_texts), dev_labels, "dev"))
@@ -166,7 +167,8 @@ def _kl(teacher, student, texts: list[str]) -> float:
 
     from edgeopt.prepare.distill_data import Side
 
-    t_side, s_side = Side(teacher.model, teacher.tokenizer, "lm"), Side(student.model, student.tokenizer, "lm")
+    t_side = Side(teacher.model, teacher.tokenizer, "lm")
+    s_side = Side(student.model, student.tokenizer, "lm")
     feeds = t_side.encode(texts, 64)
     with torch.inference_mode():
         t = torch.log_softmax(t_side.forward(feeds)[0], -1)
@@ -184,16 +186,20 @@ def test_decoder_logit_distillation_lowers_kl(tiny_llama_lm, tmp_path):
     train.write_text("\n".join(texts[:60]) + "\n")
     held_out = texts[60:]
     teacher = load_torch(inspect_model(str(tiny_llama_lm)))
+    # Logit distillation alone (no next-token cross-entropy: the random teacher is not a
+    # language model of this text, and the test measures what the teacher term does).
     config = DistillConfig(layers=(1,), ffn_width=96, max_steps=40, batch_size=8, max_length=64,
-                           learning_rate=3e-3, save_steps=1000, checkpoint_dir=str(tmp_path / "ckpt"))
+                           learning_rate=3e-3, ce_weight=0.0, save_steps=1000,
+                           checkpoint_dir=str(tmp_path / "ckpt"))
     from edgeopt.prepare.student import build_student
 
     start = dataclasses.replace(teacher, model=build_student(teacher.model, (1,), 96, "distill"))
     student, notes = _stage(tiny_llama_lm, config, train, tmp_path,
                             SimpleNamespace(text="\n".join(held_out)))
     before, after = _kl(teacher, start, held_out), _kl(teacher, student, held_out)
-    assert after < 0.7 * before, (before, after)
-    assert notes["perplexity_student"] < notes["perplexity_teacher"] * 3
+    assert after < 0.6 * before, (before, after)  # measured: 0.58 -> 0.26
+    assert notes["steps"] == 40 and notes["teacher_outputs"] == "live"
+    assert np.isfinite(notes["perplexity_student"]) and np.isfinite(notes["perplexity_teacher"])
     cfg = student.model.config
     assert cfg.num_hidden_layers == 1 and cfg.intermediate_size == 96
     # The saved student is a standard config: from_pretrained reloads it exactly.
