@@ -15,7 +15,7 @@ LOCK := requirements/lock.txt
 $(VENV)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check $(TORCH_PIN)
-	$(PY) -m pip install -q --disable-pip-version-check -c $(LOCK) -e ".[dev,gguf,lora,qnn]"
+	$(PY) -m pip install -q --disable-pip-version-check -c $(LOCK) -e ".[dev,gguf,lora,qnn,distill]"
 	touch $@
 
 install: $(VENV)/.installed

@@ -10,7 +10,7 @@ one frozen config type per stage, found by its ``stage`` name.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from edgeopt.recipe import check
 
@@ -115,3 +115,81 @@ class PruneConfig:
               f"prepare prune: score must be one of {', '.join(PRUNE_SCORES)}, not {self.score!r}")
         check(self.max_rows > 0 and self.seq_len > 1 and self.batch_size > 0,
               "prepare prune: max_rows, seq_len and batch_size must be positive")
+_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@register_prepare_config
+@dataclass(frozen=True)
+class DistillConfig:
+    """Train a student initialised from the model (some of its layers, optionally a
+    narrower feed-forward) on the teacher's outputs over the --train-data text: KL on
+    temperature-scaled logits, cross-entropy where a row has a label, optionally MSE on
+    hidden states. The teacher is the model as loaded, before any prepare stage."""
+
+    stage: ClassVar[str] = "distill"
+    runner: ClassVar[str] = "edgeopt.prepare.distill"
+    layers: Any = "all"  # [i, j, ...] (0-based, increasing), "all", or "every-other"
+    ffn_width: int | None = None  # feed-forward neurons kept per layer (None: all)
+    temperature: float = 2.0
+    kl_weight: float = 1.0  # teacher term (embedders: 1 - cosine + MSE of the pooled vectors)
+    ce_weight: float = 1.0  # label term, on rows that carry a label (LMs: the next token)
+    hidden_weight: float = 0.0  # MSE of hidden states (0: off; needs the teacher live)
+    hidden_map: tuple[int, ...] | None = None  # teacher layer per student layer
+    max_steps: int | None = None  # optimizer steps (None: from epochs)
+    max_minutes: float | None = None  # training wall time, summed over resumed runs
+    epochs: float = 1.0
+    batch_size: int = 32
+    learning_rate: float = 1e-4
+    warmup: float = 0.06  # fraction of the steps
+    max_length: int = 128  # tokens per row
+    max_rows: int | None = None  # a deterministic sample of the training text
+    seed: int = 0
+    save_steps: int = 200  # checkpoint every this many steps (resume after a kill)
+    checkpoint_dir: str | None = None  # None: <output>.distill beside the bundle
+    cache_teacher: bool = True  # teacher outputs computed once per row, not per step
+    precision: str = "auto"  # auto: bf16 (else fp16) on a GPU, fp32 on CPU
+    logging_steps: int = 50
+
+    def __post_init__(self) -> None:
+        name = f"prepare {self.stage}"
+        layers = self.layers
+        if isinstance(layers, (list, tuple)):
+            check(bool(layers) and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0
+                                       for i in layers),
+                  f"{name}: layers must be 0-based layer indices, 'all' or 'every-other'")
+            check(list(layers) == sorted(set(layers)),
+                  f"{name}: list each layer once, in increasing order")
+            object.__setattr__(self, "layers", tuple(layers))
+        else:
+            check(layers in ("all", "every-other"),
+                  f"{name}: layers must be a list of layer indices, 'all' or 'every-other', "
+                  f"not {layers!r}")
+        check(self.ffn_width is None or self.ffn_width >= 1, f"{name}: ffn_width must be >= 1")
+        check(self.temperature > 0, f"{name}: temperature must be > 0")
+        check(min(self.kl_weight, self.ce_weight, self.hidden_weight) >= 0,
+              f"{name}: loss weights must be >= 0")
+        check(self.kl_weight + self.ce_weight + self.hidden_weight > 0,
+              f"{name}: at least one loss weight must be > 0")
+        check(self.max_steps is None or self.max_steps >= 1, f"{name}: max_steps must be >= 1")
+        check(self.max_minutes is None or self.max_minutes > 0, f"{name}: max_minutes must be > 0")
+        check(self.epochs > 0, f"{name}: epochs must be > 0")
+        check(self.batch_size >= 1 and self.max_length >= 2,
+              f"{name}: batch_size must be >= 1 and max_length >= 2")
+        check(self.learning_rate > 0 and 0 <= self.warmup < 1,
+              f"{name}: learning_rate must be > 0 and warmup in [0, 1)")
+        check(self.max_rows is None or self.max_rows >= 1, f"{name}: max_rows must be >= 1")
+        check(self.save_steps >= 1 and self.logging_steps >= 1,
+              f"{name}: save_steps and logging_steps must be >= 1")
+        check(self.precision in _PRECISIONS,
+              f"{name}: precision must be one of {', '.join(_PRECISIONS)}")
+
+
+@register_prepare_config
+@dataclass(frozen=True)
+class RecoverConfig(DistillConfig):
+    """Recovery: a short distillation of the model as it is now (after pruning or vocabulary
+    trimming) against the model as loaded; same options as distill, all layers kept."""
+
+    stage: ClassVar[str] = "recover"
+    runner: ClassVar[str] = "edgeopt.prepare.distill"
+    max_steps: int | None = 300

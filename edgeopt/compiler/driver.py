@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from edgeopt.artifact import Journal
+from edgeopt.artifact import Journal, LoadedModel
 from edgeopt.compiler.request import CompileRequest
 from edgeopt.compiler.stage import Family, Stage, describe_config
 from edgeopt.report import Report
@@ -39,6 +39,8 @@ def run_compile(family: Family, request: CompileRequest, journal: Journal) -> Re
                 out = stage.run(artifact, config, ctx.workdir, ctx)
                 if out is not artifact:
                     record.finish(artifact, out)
+                if stage is family.load and isinstance(out, LoadedModel):
+                    ctx.teacher = out
             artifact = out
     if ctx.report is None:
         raise RuntimeError(f"the {family.name} family has no stage that writes the bundle")

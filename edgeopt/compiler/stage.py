@@ -37,6 +37,9 @@ class StageContext:
     # The torch model parity is judged against: the loaded one, after the prepare stages
     # (None when the source is an ONNX graph, which is then the reference itself).
     torch: LoadedModel | None = None
+    # The model as loaded, before any prepare stage: the teacher distillation and
+    # recovery learn from (set by the driver after load).
+    teacher: LoadedModel | None = None
     tokenizer: Any = None  # what the bundle ships
     # The float ONNX graph (the export, or the user's .onnx file): the size baseline.
     exported: OnnxArtifact | None = None
