@@ -86,7 +86,9 @@ def text_session(path: Path, threads: int = 2, disabled_optimizers: tuple[str, .
 
 
 @dataclass
-class _IdCheck:
+class IdCheck:
+    """Rows compared so far, rows equal, and the first row that differs."""
+
     rows: int = 0
     equal: int = 0
     first: str | None = None  # the first differing row, described
@@ -122,7 +124,7 @@ def check_text_model(path: Path, plan: TokenizerPlan, task: EncoderTask, data: E
     order = np.argsort([len(t) for t in texts], kind="stable")
     values: list[np.ndarray | None] = [None] * len(texts)
     labels = np.full(len(texts), -1, dtype=np.int64)
-    ids = _IdCheck()
+    ids = IdCheck()
     names = [o.name for o in session.get_outputs()]
     for start in range(0, len(order), BATCH):
         idx = order[start : start + BATCH]
