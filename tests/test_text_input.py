@@ -77,8 +77,9 @@ def _bpe_tokenizer(specials: bool):
                                    pad_token=eos, unk_token=eos, model_max_length=32)
 
 
-def _llama_style_tokenizer():
-    """Byte-level BPE with a BOS before every text and left padding (Llama 3 style)."""
+def _bos_left_tokenizer():
+    """Byte-level BPE with a BOS before every text (no EOS) and left padding, as
+    decoder-style tokenizers are set up."""
     from tokenizers import processors
 
     tok = _bpe_tokenizer(specials=False)
@@ -148,8 +149,8 @@ def _graph_ids(tok, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.mark.parametrize("make", [_wordpiece_tokenizer, lambda: _bpe_tokenizer(True),
-                                  lambda: _bpe_tokenizer(False), _llama_style_tokenizer],
-                         ids=["wordpiece", "roberta-bpe", "gpt2-bpe", "llama-style-bpe"])
+                                  lambda: _bpe_tokenizer(False), _bos_left_tokenizer],
+                         ids=["wordpiece", "roberta-bpe", "gpt2-bpe", "bos-left-padded-bpe"])
 def test_graph_ids_equal_transformers_on_tricky_text(make):
     tok = make()
     # One string at a time, and the whole batch padded as transformers pads it.
@@ -185,6 +186,10 @@ def test_wordpiece_classifier_takes_text(wordpiece_classifier, tmp_path):
     rows = report.parity["rows"]
     assert entry["ids_checked"] == {"rows_checked": rows, "rows_equal": rows,
                                     "label_output_agreement": 1.0}
+    assert f"In-graph ids equal transformers' on {rows} of {rows} eval rows" in (
+        out / "report.md").read_text()
+    stored = json.loads((out / "report.json").read_text())["sections"]["text_input"]
+    assert stored["ids"] == {"rows_checked": rows, "rows_equal": rows}
     # End to end from the bundle alone: strings in, the PyTorch labels out.
     _labels_match_torch(wordpiece_classifier, out, ["a good movie", "terrible acting", ""])
 
@@ -245,7 +250,7 @@ def test_id_mismatch_fails_the_compile_with_the_row(tiny_classifier, tmp_path):
 
 
 def test_unsupported_tokenizer_is_one_line():
-    from tokenizers import Tokenizer, models
+    from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     from edgeopt.passes.tokenizer_graph import plan_tokenizer
@@ -254,6 +259,12 @@ def test_unsupported_tokenizer_is_one_line():
     with pytest.raises(ModelError, match="only WordPiece .* and byte-level BPE") as err:
         plan_tokenizer(tok, 32)
     assert "\n" not in str(err.value)
+    # SmolLM2's split (single digits before the byte-level split) is not the op's.
+    bpe = _bpe_tokenizer(specials=False)
+    bpe.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    with pytest.raises(ModelError, match="pre-tokenizer Sequence"):
+        plan_tokenizer(bpe, 32)
 
 
 def test_missing_extensions_is_one_line(monkeypatch, tiny_classifier, tmp_path):

@@ -78,8 +78,8 @@ def plan_tokenizer(tokenizer: Any, max_length: int) -> TokenizerPlan:
     name = type(tokenizer).__name__
     if backend is None:
         raise ModelError(f"text input: {name} has no tokenizer.json backend; only fast "
-                         "WordPiece (BERT family) and byte-level BPE (RoBERTa, GPT-2, Llama 3) "
-                         "tokenizers can be put in the graph")
+                         "WordPiece (BERT family) and byte-level BPE (GPT-2, RoBERTa) tokenizers "
+                         "can be put in the graph")
     spec = json.loads(backend.to_str())
     model = spec.get("model") or {}
     kind = model.get("type")
@@ -90,15 +90,15 @@ def plan_tokenizer(tokenizer: Any, max_length: int) -> TokenizerPlan:
         prefix: tuple[int, ...] = ()
         suffix: tuple[int, ...] = ()
         keep_last = bool(tokenizer("x")["input_ids"][-1:] == [tokenizer.sep_token_id])
-    elif kind == "BPE" and _byte_level(spec.get("pre_tokenizer")):
+    elif kind == "BPE" and _byte_level(spec):
         op, attrs = "GPT2Tokenizer", _bpe_attrs(model)
         prefix, suffix = _specials(tokenizer)
         keep_last = bool(suffix)
     else:
         pre = (spec.get("pre_tokenizer") or {}).get("type")
         raise ModelError(f"text input: {name} is a {kind} tokenizer (pre-tokenizer {pre}); only "
-                         "WordPiece (BERT family) and byte-level BPE (RoBERTa, GPT-2, Llama 3) "
-                         "can be put in the graph; compile without --text-input")
+                         "WordPiece (BERT family) and byte-level BPE with GPT-2's split (GPT-2, "
+                         "RoBERTa) can be put in the graph; compile without --text-input")
     return TokenizerPlan(op, attrs, prefix, suffix, max_length, int(pad_id), pad_left, keep_last)
 
 
@@ -127,12 +127,13 @@ def _bpe_attrs(model: dict[str, Any]) -> dict[str, Any]:
             "merges": "\n".join(m.replace("\n", "<0x0A>") for m in merges)}
 
 
-def _byte_level(pre: dict[str, Any] | None) -> bool:
-    if not pre:
-        return False
-    if pre.get("type") == "ByteLevel":
-        return True
-    return pre.get("type") == "Sequence" and any(_byte_level(p) for p in pre.get("pretokenizers", []))
+def _byte_level(spec: dict[str, Any]) -> bool:
+    """GPT-2's byte-level BPE: no normalizer, the ByteLevel pre-tokenizer with GPT-2's
+    split pattern (the op's). A Sequence with its own Split (Llama 3, SmolLM2's single
+    digits) splits differently, on text the eval rows may not contain: refused."""
+    pre = spec.get("pre_tokenizer") or {}
+    return (spec.get("normalizer") is None and pre.get("type") == "ByteLevel"
+            and bool(pre.get("use_regex", True)) and not pre.get("add_prefix_space", False))
 
 
 def _specials(tokenizer: Any) -> tuple[tuple[int, ...], tuple[int, ...]]:
