@@ -218,6 +218,11 @@ def test_bpe_classifier_takes_text(bpe_classifier, tmp_path):
     assert section.tokenizer == "byte-level-bpe" and section.op == "GPT2Tokenizer"
     assert section.rows_checked == section.rows_equal == report.parity["rows"] >= 45
     assert section.text_in["max_abs_error"] < 1e-4  # fp32: the same numbers as from ids
+    entry = json.loads((out / "manifest.json").read_text())["text_input"]
+    # RoBERTa reads no token_type_ids: the graph must not leave them as an output.
+    assert [o["name"] for o in entry["outputs"]] == ["logits", "input_ids", "attention_mask", "label"]
+    assert entry["custom_ops"]["ops"] == ["GPT2Tokenizer"]
+    assert entry["tokenizer"]["pad_id"] == 1  # <pad>, as transformers pads
     _labels_match_torch(bpe_classifier, out, ["a good movie", "terrible acting 😀", ""])
 
 

@@ -260,8 +260,9 @@ def build_text_model(graph: OnnxArtifact, plan: TokenizerPlan, input_names: list
     model.opset_import.extend(helper.make_opsetid(d, v) for d, v in domains.items())
     pre.ClearField("opset_import")
     pre.opset_import.extend(helper.make_opsetid(d, v) for d, v in domains.items())
+    # Only the model's outputs: token_type_ids dangle for a model that reads none (RoBERTa).
     merged = compose.merge_models(pre, model, io_map=[(n, n) for n in input_names],
-                                  prefix1="tok/")
+                                  prefix1="tok/", outputs=[o.name for o in model.graph.output])
     out = merged.graph
     _rename(out, f"tok/{TEXT_INPUT}", TEXT_INPUT)  # the prefix keeps names apart, not the input
     for name in ("input_ids", "attention_mask"):
@@ -272,7 +273,7 @@ def build_text_model(graph: OnnxArtifact, plan: TokenizerPlan, input_names: list
     if add_label:
         out.node.append(helper.make_node("ArgMax", [task_output], [LABEL_OUTPUT], axis=-1,
                                          keepdims=0))
-        out.output.append(helper.make_tensor_value_info(LABEL_OUTPUT, TensorProto.INT64, None))
+        out.output.append(helper.make_tensor_value_info(LABEL_OUTPUT, TensorProto.INT64, ["batch"]))
     path = workdir / TEXT_MODEL
     workdir.mkdir(parents=True, exist_ok=True)
     onnx.save(merged, str(path))
