@@ -60,6 +60,7 @@ def compile(  # noqa: A001 - the public name the design asks for
     base: str | Path | None = None,
     ort_format: bool = False,
     train_data: str | Path | None = None,
+    text_input: bool = False,
 ) -> Report:
     """Compile ``model`` (a folder or a demo name) for ``target`` into the bundle ``out``.
 
@@ -77,6 +78,9 @@ def compile(  # noqa: A001 - the public name the design asks for
 
     ``ort_format`` also ships ``model.ort`` and the reduced-build operator config (as the
     recipe's ``ort_format: true`` does).
+
+    ``text_input`` also ships ``model.text.onnx``, the tokenizer in the graph: strings
+    in, the model's outputs (and a classifier's ``label``) out (as ``text_input: true``).
 
     Returns the report. Raises :class:`~edgeopt.errors.UsageError` subclasses on bad
     input before any heavy work, and :class:`~edgeopt.errors.ParityError` (carrying the
@@ -110,6 +114,15 @@ def compile(  # noqa: A001 - the public name the design asks for
     if chosen.ort_format and not any(s.name == "ort-format" for s in family.stages):
         raise RecipeError(f"ort_format: the {family.name} family ({src.task}) has no ORT-format "
                           "packaging yet; drop --ort-format (or ort_format in the recipe)")
+    if text_input:
+        chosen = dataclasses.replace(chosen, text_input=True)
+    if chosen.text_input:
+        if not any(s.name == "text-input" for s in family.stages):
+            raise RecipeError(f"text_input: the {family.name} family ({src.task}) cannot take text "
+                              "yet; drop --text-input (or text_input in the recipe)")
+        from edgeopt.passes.tokenizer_graph import extensions
+
+        extensions()  # missing onnxruntime-extensions: one line now, not after the export
     inputs = family.read_inputs(InputRequest(
         src=src, eval_data=eval_data, calibration_data=calibration_data,
         max_eval_rows=max_eval_rows, decoder_eval=decoder_eval, budget=budget))

@@ -107,6 +107,9 @@ def _parse_gates(values: tuple[str, ...]) -> dict[str, float | None]:
 @click.option("--ort-format", is_flag=True,
               help="Also ship model.ort (onnxruntime's mobile format) and the reduced-build "
                    "operator config, checked against model.onnx.")
+@click.option("--text-input", is_flag=True,
+              help="Also ship model.text.onnx: the tokenizer inside the graph "
+                   "(onnxruntime-extensions), strings in; its ids checked on every eval row.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @_debug_flag
 def compile_cmd(model: str, target: str | None, recipe: str | None, out: str, task: str | None,
@@ -115,7 +118,7 @@ def compile_cmd(model: str, target: str | None, recipe: str | None, out: str, ta
                 gate_values: tuple[str, ...], max_accuracy_drop: float | None,
                 min_agreement: float | None, base: str | None, force: bool, allow_pickle: bool,
                 trust_remote_code: bool, no_fail_on_parity: bool, ort_format: bool,
-                as_json: bool) -> None:
+                text_input: bool, as_json: bool) -> None:
     """Compile MODEL (a model folder, a LoRA adapter folder or a demo name) into a
     validated bundle."""
     from edgeopt.api import compile as run_compile
@@ -137,7 +140,7 @@ def compile_cmd(model: str, target: str | None, recipe: str | None, out: str, ta
                 min_agreement=min_agreement, force=force,
                 allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
                 fail_on_parity=not no_fail_on_parity, on_stage=display.on_stage, base=base,
-                ort_format=ort_format, train_data=train_data,
+                ort_format=ort_format, train_data=train_data, text_input=text_input,
             )
         except ParityError as err:
             if err.report is not None:

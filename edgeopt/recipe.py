@@ -425,6 +425,9 @@ class Recipe:
     # Also ship model.ort (onnxruntime's mobile format) and the reduced-build operator
     # config beside model.onnx (edgeopt.compiler.ort_format).
     ort_format: bool = False
+    # Also ship model.text.onnx: the tokenizer in the graph (onnxruntime-extensions), so
+    # an app feeds strings (edgeopt.passes.tokenizer_graph).
+    text_input: bool = False
 
     def __post_init__(self) -> None:
         check(bool(self.name), "recipe.name must not be empty")

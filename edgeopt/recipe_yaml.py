@@ -114,6 +114,8 @@ def recipe_from_dict(data: Any, source: str = "recipe") -> Recipe:
             kwargs["version"] = _coerce(data.pop("version"), int, "version")
         if "ort_format" in data:
             kwargs["ort_format"] = _coerce(data.pop("ort_format"), bool, "ort_format")
+        if "text_input" in data:
+            kwargs["text_input"] = _coerce(data.pop("text_input"), bool, "text_input")
         if "providers" in data:
             kwargs["providers"] = _coerce(data.pop("providers"), tuple[str, ...], "providers")
         for key, cls in _SECTIONS.items():

@@ -25,6 +25,10 @@ from edgeopt.source import SourceModel
 if TYPE_CHECKING:
     import torch
 
+# Rows are truncated to this many tokens (or the model's limit) for validation; a
+# tokenizer put in the graph truncates the same way.
+ENCODE_MAX_LENGTH = 128
+
 
 def load_tokenizer(src: SourceModel, trust_remote_code: bool = False) -> Any:
     """The source folder's tokenizer, offline."""
@@ -125,7 +129,7 @@ class EncoderTask:
         return min(limits)
 
     # -- feeds ----------------------------------------------------------------------------
-    def encode(self, texts: list[str], max_length: int = 128) -> dict[str, np.ndarray]:
+    def encode(self, texts: list[str], max_length: int = ENCODE_MAX_LENGTH) -> dict[str, np.ndarray]:
         enc = self.loaded.tokenizer(
             texts, padding=True, truncation=True, max_length=min(max_length, self.max_positions()),
             return_tensors="np",

@@ -16,13 +16,15 @@ from edgeopt.compiler.stage import Family, Stage, StageContext
 from edgeopt.compiler.writer import bundle
 from edgeopt.errors import DataError, RecipeError
 from edgeopt.evaldata import EvalData, builtin_sentences, load_eval_data
-from edgeopt.families import ENCODER_TASK_NAMES, TEXT_CLASSIFICATION
+from edgeopt.families import ENCODER_TASK_NAMES, FEATURE_EXTRACTION, TEXT_CLASSIFICATION
 from edgeopt.gates import Gates
 from edgeopt.recipe import BenchConfig, ExportConfig, OptimizeConfig, Recipe
-from edgeopt.tasks import ENCODER_TASKS, EncoderTask
+from edgeopt.tasks import ENCODE_MAX_LENGTH, ENCODER_TASKS, EncoderTask
 
 MAX_CALIBRATION_ROWS = 256
 _BEFORE_BUDGET = "before budget (all quantized)"
+# Tasks whose text-in graph has one output row per string (token labels need offsets).
+TEXT_INPUT_TASKS = (TEXT_CLASSIFICATION, FEATURE_EXTRACTION)
 
 
 @dataclass(frozen=True)
@@ -180,6 +182,52 @@ def budget(graph: OnnxArtifact, _config: None, workdir: Path, ctx: EncoderContex
     return result.artifact
 
 
+def text_input(graph: OnnxArtifact, _config: None, workdir: Path, ctx: EncoderContext
+               ) -> OnnxArtifact:
+    """The final graph with the tokenizer in front (``model.text.onnx``, shipped beside
+    ``model.onnx``): its ids checked against transformers on every eval row, its
+    outputs judged against PyTorch from the text; that judgement is the compile's."""
+    from edgeopt.passes.text_check import TextInputResult, check_text_model
+    from edgeopt.passes.tokenizer_graph import (
+        CUSTOM_OPS_PACKAGE,
+        TEXT_MODEL,
+        build_text_model,
+        custom_ops_version,
+        manifest_entry,
+        plan_tokenizer,
+    )
+    from edgeopt.runtime import fixed_input_shape
+
+    task = ctx.request.src.task
+    if task not in TEXT_INPUT_TASKS:
+        raise RecipeError(f"text input: {task} is not supported yet (only "
+                          f"{', '.join(TEXT_INPUT_TASKS)}); compile without --text-input")
+    if fixed_input_shape(graph.path) is not None:
+        raise RecipeError(f"text input: {ctx.request.target} fixes the graph's input shape; the "
+                          "tokenizer graph pads to the batch's longest row; compile without "
+                          "--text-input or for a target with dynamic shapes")
+    plan = plan_tokenizer(ctx.tokenizer, min(ENCODE_MAX_LENGTH, ctx.task.max_positions()))
+    ctx.record.config = {"tokenizer": plan.kind, "op": plan.op, "max_length": plan.max_length}
+    text = build_text_model(graph, plan, ctx.task.input_names, ctx.task.output_name,
+                            add_label=task == TEXT_CLASSIFICATION, workdir=workdir)
+    recipe = ctx.request.recipe
+    checked, parity = check_text_model(text.path, plan, ctx.task, ctx.inputs.data,
+                                       ctx.reference_outputs, _gates(recipe, ctx),
+                                       disabled_optimizers=recipe.disabled_optimizers())
+    token_in = ctx.parity.metrics
+    ctx.sections.append(TextInputResult(
+        TEXT_MODEL, plan.kind, plan.op, CUSTOM_OPS_PACKAGE, custom_ops_version(), plan.max_length,
+        checked["rows_checked"], checked["rows_equal"], dict(token_in), dict(parity.metrics),
+        checked.get("label_output_agreement")))
+    ctx.record.notes |= checked | {"passed": parity.passed}
+    # The app runs the text-in graph: it is what the gates judge from here on.
+    ctx.parity = parity
+    ctx.bundle_files[TEXT_MODEL] = text.path
+    ctx.sizes[TEXT_MODEL] = text.size_bytes
+    ctx.manifest["text_input"] = manifest_entry(text.path, plan, checked)
+    return graph
+
+
 def diagnose(graph: OnnxArtifact, _config: None, _workdir: Path, ctx: EncoderContext) -> OnnxArtifact:
     """Where a failed gate's error comes from: the fp32 graph vs the final one when the
     recipe quantized (where error usually enters), else PyTorch vs the final graph."""
@@ -271,6 +319,7 @@ ENCODER = Family(
         Stage("quantize", quantize, config=lambda r: r.quantize),
         Stage("validate", validate),
         Stage("budget", budget, when=lambda ctx: ctx.request.budget is not None),
+        Stage("text-input", text_input, when=lambda ctx: ctx.request.recipe.text_input),
         Stage("diagnose", diagnose, when=lambda ctx: not ctx.parity.passed),
         Stage("preflight", preflight, config=lambda r: r.preflight, when=preflight_wanted),
         Stage("benchmark", benchmark, config=lambda r: r.bench),
