@@ -24,12 +24,17 @@ object ProviderPlan {
     fun attempts(manifest: Manifest, available: Set<String>): Pair<List<ProviderAttempt>, List<String>> {
         val out = ArrayList<ProviderAttempt>()
         val missing = ArrayList<String>()
-        val accelerators = manifest.providers.filter { it != CPU }
+        // Recipes spell some names their own way (NNAPIExecutionProvider, onnxruntime's
+        // NnapiExecutionProvider): providers match ignoring case.
+        val accelerators = manifest.providers.filter { !it.equals(CPU, ignoreCase = true) }
         for (ep in accelerators) {
-            if (ep in available) out.add(ProviderAttempt(listOf(ep, CPU), !manifest.cpuEpFallback))
-            else missing.add(ep)
+            if (available.any { it.equals(ep, ignoreCase = true) }) {
+                out.add(ProviderAttempt(listOf(ep, CPU), !manifest.cpuEpFallback))
+            } else {
+                missing.add(ep)
+            }
         }
-        val cpuListed = CPU in manifest.providers
+        val cpuListed = manifest.providers.any { it.equals(CPU, ignoreCase = true) }
         if (manifest.cpuEpFallback || cpuListed && accelerators.isEmpty()) out.add(ProviderAttempt(listOf(CPU), false))
         return out to missing
     }

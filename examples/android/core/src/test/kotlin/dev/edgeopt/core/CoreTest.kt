@@ -63,10 +63,13 @@ class CoreTest {
     }
 
     @Test fun providersFallBackAsTheManifestSays() {
-        val android = classifier().copy(providers = listOf("NnapiExecutionProvider", "XnnpackExecutionProvider", "CPUExecutionProvider"))
+        // android-int8's manifest spells them as its recipe does; onnxruntime names them its way.
+        val android = classifier().copy(providers = listOf("NNAPIExecutionProvider", "XNNPACKExecutionProvider", "CPUExecutionProvider"))
         val (attempts, missing) = ProviderPlan.attempts(android, setOf("XnnpackExecutionProvider"))
-        assertEquals(listOf("XnnpackExecutionProvider", "CPUExecutionProvider"), attempts.map { it.label })
-        assertEquals(listOf("NnapiExecutionProvider"), missing)
+        assertEquals(listOf("XNNPACKExecutionProvider", "CPUExecutionProvider"), attempts.map { it.label })
+        assertEquals(listOf("NNAPIExecutionProvider"), missing)
+        assertEquals(listOf(true, true), ProviderPlan.attempts(android, setOf("XnnpackExecutionProvider", "NnapiExecutionProvider"))
+            .first.take(2).map { it.providers.last() == ProviderPlan.CPU })
         // XNNPACK is on the device but fails to load the graph: the CPU takes it, and both reasons are kept.
         val opened = ProviderPlan.open(android, setOf("XnnpackExecutionProvider")) { a ->
             if (a.label != "CPUExecutionProvider") throw IllegalStateException("op not supported")
