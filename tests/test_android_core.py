@@ -64,6 +64,9 @@ def _compiled_jar() -> tuple[Path, list[Path]]:
                               capture_output=True, text=True, timeout=900)
         assert proc.returncode == 0, proc.stderr[-4000:]
         os.replace(tmp, jar)
+        for old in CACHE.glob("core-*.jar"):  # jars of earlier sources
+            if old != jar:
+                old.unlink(missing_ok=True)
     return jar, libs
 
 
@@ -123,7 +126,8 @@ def test_kotlin_core_unit_tests_pass_on_compiled_bundles(tiny_report_bundles, em
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
     ran = re.search(r"OK \((\d+) tests?\)", proc.stdout)
     assert ran and int(ran.group(1)) >= 10, proc.stdout[-2000:]
-    print(f"Kotlin core: {ran.group(1)} JUnit tests passed; "
+    took = re.search(r"^Time: ([\d.,]+)", proc.stdout, re.M)
+    print(f"Kotlin core: {ran.group(1)} JUnit tests passed in {took and took.group(1)} s; "
           f"{sum(len(c['cases']) for c in data['tokenizer_cases'])} tokenizer cases")
 
     # The benchmark JSON the app's benchmark screen writes, read by `edgeopt report`.

@@ -44,6 +44,23 @@ def test_device_bench_is_shown_in_the_report(tiny_report_bundles, tmp_path):
     assert "4.50" in page
 
 
+def test_manifest_names_the_tokenizer_and_the_fallback(tiny_report_bundles):
+    # What a second runtime reads beside the graph (examples/node, examples/android/core).
+    manifest = json.loads((tiny_report_bundles["x86-fp32"] / "manifest.json").read_text())
+    assert manifest["tokenizer"]["files"][0] == "tokenizer.json"
+    assert set(manifest["tokenizer"]["files"]) <= set(manifest["files"])
+    assert manifest["tokenizer"]["pad_token_id"] == 0  # [PAD] of the tiny vocabulary
+    assert manifest["cpu_ep_fallback"] is True  # x86-fp32 does not require one graph
+
+
+def test_qnn_manifest_forbids_cpu_fallback():
+    from edgeopt.targets import load_target
+
+    # writer: cpu_ep_fallback = not preflight.require_one_graph
+    assert load_target("qnn-int8").preflight.require_one_graph
+    assert not load_target("android-int8").preflight.require_one_graph
+
+
 def test_device_bench_of_another_model_is_refused(tiny_report_bundles, tmp_path):
     fp32, int8 = tiny_report_bundles["x86-fp32"], tiny_report_bundles["x86-int8"]
     result, _ = _report(int8, _bench(fp32), tmp_path)

@@ -123,7 +123,6 @@ class CoreTest {
 
     @Test fun theClassifierFeedsTheManifestInputsAndPadsAFixedShape() {
         val m = classifier()
-        val tc = fx.list("tokenizer_cases")!!.first() as Map<String, Any?>
         val tok = Feeds.tokenizerFor(m, FolderBundle(classifierDir))!!
         val session = FakeClassifier("cpu", floatArrayOf(-1f, 2f))
         assertEquals(m.labelNames!![1], Classifier(m, tok, session).classify("a good movie").label)
@@ -133,7 +132,6 @@ class CoreTest {
         val ids = session.seen.last()["input_ids"] as Tensor.Longs
         assertEquals(listOf(1L, 16L), ids.shape.toList())
         assertEquals(0L, (session.seen.last()["attention_mask"] as Tensor.Longs).data.last())
-        assertTrue(tc.isNotEmpty())
         // A text-in manifest (the tokenizer in the graph) needs no tokenizer and gets the string.
         val textIn = m.copy(inputs = listOf(TensorSpec("text", "object", listOf("batch"))))
         assertEquals(null, Feeds.tokenizerFor(textIn, FolderBundle(classifierDir)))
