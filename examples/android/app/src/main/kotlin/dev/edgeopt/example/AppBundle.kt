@@ -14,7 +14,7 @@ class AssetBundle(private val context: Context, private val root: String = "bund
     override fun open(path: String): InputStream = context.assets.open("$root/$path")
     override fun exists(path: String): Boolean = try {
         open(path).close(); true
-    } catch (_: java.io.IOException) {
+    } catch (e: java.io.IOException) {
         false
     }
 }

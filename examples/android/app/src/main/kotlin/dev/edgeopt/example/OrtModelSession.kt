@@ -43,8 +43,8 @@ class OrtModelSession private constructor(
     private fun fromOrt(t: OnnxTensor): Tensor {
         val shape = t.info.shape
         return when (t.info.type) {
-            ai.onnxruntime.OnnxJavaType.INT64 -> Tensor.Longs(shape, LongArray(t.longBuffer.remaining()).also { t.longBuffer.get(it) })
-            else -> Tensor.Floats(shape, FloatArray(t.floatBuffer.remaining()).also { t.floatBuffer.get(it) })
+            ai.onnxruntime.OnnxJavaType.INT64 -> t.longBuffer.let { b -> Tensor.Longs(shape, LongArray(b.remaining()).also { b.get(it) }) }
+            else -> t.floatBuffer.let { b -> Tensor.Floats(shape, FloatArray(b.remaining()).also { b.get(it) }) }
         }
     }
 

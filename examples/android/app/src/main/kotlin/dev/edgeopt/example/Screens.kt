@@ -25,16 +25,17 @@ abstract class Screen : Activity() {
     protected lateinit var output: TextView
     private val worker = Executors.newSingleThreadExecutor()
 
-    abstract val title: String
-    abstract val hint: String
+    // Not `title`/`hint`: Activity's final getTitle() and EditText's hint would clash.
+    abstract val screenTitle: String
+    abstract val inputHint: String
     abstract fun compute(bundle: LoadedBundle, text: String): String
 
     override fun onCreate(state: Bundle?) {
         super.onCreate(state)
-        setTitle(title)
+        setTitle(screenTitle)
         val column = LinearLayout(this).apply { orientation = LinearLayout.VERTICAL; setPadding(32, 32, 32, 32) }
         val provider = TextView(this)
-        input = EditText(this).apply { setHint(hint) }
+        input = EditText(this).apply { setHint(inputHint) }
         output = TextView(this).apply { setTextIsSelectable(true) }
         val run = Button(this).apply { text = "Run" }
         listOf(provider, input, run, output).forEach { column.addView(it) }
@@ -62,8 +63,8 @@ abstract class Screen : Activity() {
 }
 
 class ClassifyActivity : Screen() {
-    override val title = "Classification"
-    override val hint = "a sentence"
+    override val screenTitle = "Classification"
+    override val inputHint = "a sentence"
     override fun compute(bundle: LoadedBundle, text: String): String {
         val c = Classifier(bundle.manifest, bundle.tokenizer, bundle.opened.session).classify(text)
         return "label: ${c.label}\n" + (bundle.manifest.labelNames ?: emptyList()).mapIndexed { i, name ->
@@ -73,8 +74,8 @@ class ClassifyActivity : Screen() {
 }
 
 class EmbedActivity : Screen() {
-    override val title = "Embeddings"
-    override val hint = "two sentences, one per line"
+    override val screenTitle = "Embeddings"
+    override val inputHint = "two sentences, one per line"
     override fun compute(bundle: LoadedBundle, text: String): String {
         val embedder = Embedder(bundle.manifest, bundle.tokenizer, bundle.opened.session)
         val lines = text.lines().filter { it.isNotBlank() }
@@ -86,8 +87,8 @@ class EmbedActivity : Screen() {
 }
 
 class GenerateActivity : Screen() {
-    override val title = "Generation"
-    override val hint = "prompt token ids, space separated"
+    override val screenTitle = "Generation"
+    override val inputHint = "prompt token ids, space separated"
     override fun compute(bundle: LoadedBundle, text: String): String {
         val layout = DecoderLayout.of(bundle.manifest)
         val prompt = text.trim().split(Regex("\\s+")).map { it.toLong() }.toLongArray()
@@ -98,8 +99,8 @@ class GenerateActivity : Screen() {
 
 /** Times the bundle's model on this device and writes the JSON `edgeopt report --device-bench` reads. */
 class BenchActivity : Screen() {
-    override val title = "Benchmark"
-    override val hint = "a sentence to time (batch 1)"
+    override val screenTitle = "Benchmark"
+    override val inputHint = "a sentence to time (batch 1)"
     override fun compute(bundle: LoadedBundle, text: String): String {
         val m = bundle.manifest
         val enc = bundle.tokenizer?.encode(text.ifEmpty { "the movie was good" })
