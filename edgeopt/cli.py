@@ -281,14 +281,23 @@ def inspect_cmd(model: str, providers: str | None, as_json: bool) -> None:
               help="HTML file to write (report.html for one bundle, compare.html for several).")
 @click.option("--baseline", type=click.Path(file_okay=False), metavar="PREV",
               help="A previous release's bundle: mark what got better or worse than it.")
+@click.option("--device-bench", "device_bench", multiple=True, type=click.Path(dir_okay=False),
+              metavar="FILE", help="A benchmark the Android example measured on a device "
+              "(its JSON) of the first bundle's model: shown with the compile's latency "
+              "(repeatable).")
 @_debug_flag
-def report_cmd(bundles: tuple[str, ...], out: str, baseline: str | None) -> None:
+def report_cmd(bundles: tuple[str, ...], out: str, baseline: str | None,
+               device_bench: tuple[str, ...] = ()) -> None:
     """Write the HTML report of BUNDLES: one bundle's full report, or several side by
     side (a size / latency / accuracy chart and a table)."""
+    from edgeopt.device_bench import load_device_bench, with_device_bench
     from edgeopt.htmlreport import render_compare, render_report, write_html
     from edgeopt.report_data import load_bundle_report
 
     reports = [load_bundle_report(b) for b in bundles]
+    if device_bench:
+        readings = [load_device_bench(f, bundles[0]) for f in device_bench]
+        reports[0] = with_device_bench(reports[0], readings)
     base = load_bundle_report(baseline) if baseline else None
     single = len(reports) == 1 and base is None
     text = render_report(reports[0]) if single else render_compare(reports, base)

@@ -69,7 +69,19 @@ def timings(data: dict[str, Any]) -> list[Timing]:
     threads = cfg.get("threads")
     return [Timing(name, provider, threads, s["p50_ms"], s["p90_ms"], s["p99_ms"],
                    tuple(s.get("samples_ms") or ()))
-            for name, s in (bench.get("latency") or {}).items()]
+            for name, s in (bench.get("latency") or {}).items()] + _device_timings(data)
+
+
+def _device_timings(data: dict[str, Any]) -> list[Timing]:
+    """Readings from a device (``edgeopt report --device-bench``, edgeopt.device_bench)."""
+    subject = (data.get("bench") or {}).get("subject") or "model"
+    out = []
+    for d in data.get("device_bench") or ():
+        ep = d["provider"].removesuffix("ExecutionProvider").lower()
+        lat = d["latency_ms"]
+        out.append(Timing(f"{subject} on {d['device']}", ep, d["threads"], lat["p50"], lat["p90"],
+                          lat["p99"], tuple(d["samples_ms"])))
+    return out
 
 
 def subject_timing(data: dict[str, Any], variant: str | None = None) -> Timing | None:

@@ -37,6 +37,7 @@ def write_bundle(ctx: StageContext, model: OnnxArtifact, report: Report) -> None
         stage.write_text("report.html", _html(req.out, text, markdown))
         if keep_model:
             manifest = _manifest(ctx, stage.path("model.onnx"), report, ctx.tokenizer)
+            manifest |= _app_contract(ctx, stage)
             write_manifest(stage, {**manifest, **ctx.manifest})
         stage.commit(req.force)
     except BaseException:
@@ -85,6 +86,23 @@ def _manifest(ctx: StageContext, model_path: Path, report: Report, tokenizer: An
         "versions": report.versions,
         "recipe": report.recipe,
     }
+
+
+def _app_contract(ctx: StageContext, stage: StagedBundle) -> dict[str, Any]:
+    """What a runtime other than edgeopt's needs beyond the graph (onnxruntime-node, the
+    Android example): which files hold the tokenizer and how to pad, and whether a node
+    the first provider cannot run may fall back to the CPU."""
+    tok = ctx.tokenizer
+    names = [n for n in ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
+             if stage.path(n).is_file()]
+    pad = getattr(tok, "pad_token_id", None)
+    tokenizer = {"files": names, "pad_token_id": pad if isinstance(pad, int) else None,
+                 "padding_side": getattr(tok, "padding_side", "right"),
+                 "truncation_side": getattr(tok, "truncation_side", "right")} if names else None
+    return {"tokenizer": tokenizer,
+            # False: open the session with session.disable_cpu_ep_fallback=1, so a node the
+            # accelerator drops fails the load instead of running slowly on the CPU.
+            "cpu_ep_fallback": not ctx.request.recipe.preflight.require_one_graph}
 
 
 def _provider_options(names: tuple[str, ...]) -> dict[str, dict[str, str]]:

@@ -22,7 +22,8 @@ def render_report(report: BundleReport) -> str:
     if data.get("failures"):
         body += ["<h2>Failed gates</h2>", "<ul>" + "".join(
             f"<li>{esc(f)}</li>" for f in data["failures"]) + "</ul>"]
-    body += _size(data) + _latency(data) + _parity(data) + _stages(data) + _placement(data)
+    body += _size(data) + _latency(data) + _device(data) + _parity(data) + _stages(data)
+    body += _placement(data)
     if report.markdown:
         body += ["<details><summary>Full report (report.md)</summary>",
                  markdown(report.markdown), "</details>"]
@@ -83,6 +84,21 @@ def _latency(data: dict[str, Any]) -> list[str]:
             figure(figures.latency_figure(measured), "Every timed run per variant and provider."),
             table(["variant", "provider", "threads", "p50 ms", "p90 ms", "p99 ms", "runs"], rows,
                   numeric=[2, 3, 4, 5, 6])]
+
+
+def _device(data: dict[str, Any]) -> list[str]:
+    """Benchmarks measured on devices (``edgeopt report --device-bench``): where, on which
+    provider, and the providers the manifest named that the session could not take."""
+    readings = data.get("device_bench") or []
+    if not readings:
+        return []
+    rows = [(d["device"], d.get("abi") or "", d.get("sdk") or "", d["provider"], d["threads"],
+             f"{d['latency_ms']['p50']:.2f}", f"{d['latency_ms']['p90']:.2f}", len(d["samples_ms"]),
+             "; ".join(f"{s.get('provider')}: {s.get('reason')}" for s in d["providers_skipped"]))
+            for d in readings]
+    return ["<h2>On device</h2>", table(["device", "ABI", "SDK", "provider", "threads", "p50 ms",
+                                         "p90 ms", "runs", "providers skipped"], rows,
+                                        numeric=[4, 5, 6, 7])]
 
 
 def _parity(data: dict[str, Any]) -> list[str]:
