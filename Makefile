@@ -66,6 +66,24 @@ lock: install
 bench: install
 	$(PY) benchmarks/bench_encoders.py
 
+# The peers benchmarks/ compares against (issue 19), in their own environment so their
+# dependencies never touch edgeopt's venv: onnxruntime-genai's model builder (it pulls its
+# own onnxruntime) and llama.cpp through node-llama-cpp's prebuilt binaries.
+PEERS_VENV ?= .venv-peers
+
+$(PEERS_VENV)/.installed:
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install -q --disable-pip-version-check $(TORCH_PIN)
+	$(PEERS_VENV)/bin/python -m pip install -q --disable-pip-version-check onnxruntime-genai==0.18.0 \
+	  onnx-ir==1.1.0 onnx==1.23.0 transformers==5.2.0
+	mkdir -p $(PEERS_VENV)/node
+	echo '{"name": "edgeopt-peers", "private": true}' > $(PEERS_VENV)/node/package.json
+	cd $(PEERS_VENV)/node && npm i -E --no-audit --no-fund node-llama-cpp@3.21.1
+	touch $@
+
+.PHONY: peers-env
+peers-env: $(PEERS_VENV)/.installed
+
 clean:
 	rm -rf out .pytest_cache
 
