@@ -118,9 +118,10 @@ def _train(config: DistillConfig, rows: Any, student: Side, teacher: Side | None
     args = training_args(run_dir, config, steps)
     trainer = make_trainer(student, None if cached is not None else teacher, spec,
                            RowDataset(len(rows)), collator, args, budget)
-    start = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    seconds = time.perf_counter() - start
+    # This run's training time, on the budget's clock (from the first step it trains, so a
+    # resume's checkpoint loading is not counted in it nor in the total across runs).
+    seconds = budget.spent() - budget.prior
     first = budget.first_step or 0
     done = trainer.state.global_step
     return {"steps": done, "max_steps": steps, "resumed_from_step": first,
