@@ -148,3 +148,13 @@ def test_source_folder_is_never_modified(tiny_classifier, tmp_path):
     before = {p.name: p.stat().st_mtime_ns for p in tiny_classifier.iterdir()}
     edgeopt.compile(str(tiny_classifier), recipe=fast_recipe("x86-int8"), out=tmp_path / "b")
     assert {p.name: p.stat().st_mtime_ns for p in tiny_classifier.iterdir()} == before
+
+
+def test_a_handful_of_eval_rows_is_enough(tiny_classifier, tmp_path):
+    # Five rows fill one fusion-check batch and leave the second empty.
+    from edgeopt.evaldata import EvalData
+
+    rows = EvalData(("a good film", "a bad film", "fun", "boring story", "i love it"), None, "five")
+    report = edgeopt.compile(str(tiny_classifier), recipe=fast_recipe("x86-fp32"),
+                             out=tmp_path / "b", eval_data=rows)
+    assert report.passed and report.parity["rows"] == 5

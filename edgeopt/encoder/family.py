@@ -114,8 +114,9 @@ def optimize(graph: OnnxArtifact, config: OptimizeConfig, workdir: Path, ctx: En
     from edgeopt.passes.optimize import optimize_encoder
 
     texts = ctx.inputs.data.texts
-    feeds = [ctx.task.encode(list(texts[:8])), ctx.task.encode(list(texts[8:16]))]
-    feeds = [f for f in feeds if f["input_ids"].size]
+    # Two batches of real rows to check the fusions on; fewer rows give fewer batches
+    # (an empty batch does not tokenize).
+    feeds = [ctx.task.encode(list(chunk)) for chunk in (texts[:8], texts[8:16]) if chunk]
     # The model as the prepare stages left it (a pruned one has per-layer heads).
     model_config = ctx.request.src.config if ctx.torch is None else ctx.torch.model.config.to_dict()
     ctx.optimized = optimize_encoder(graph, config, workdir, model_config, feeds, ctx.record)
