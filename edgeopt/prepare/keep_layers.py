@@ -19,27 +19,34 @@ from edgeopt.recipe_prepare import KeepLayersConfig
 
 @register_prepare(KeepLayersConfig)
 def keep_layers(model: LoadedModel, config: KeepLayersConfig, _workdir: Path, ctx: Any) -> LoadedModel:
-    import torch
 
     depth = int(getattr(model.model.config, "num_hidden_layers", 0))
     if config.layers[-1] >= depth:
         raise RecipeError(f"prepare keep-layers: layer {config.layers[-1]} does not exist; the "
                           f"model has {depth} layers (0..{depth - 1})")
     student = copy.deepcopy(model.model)
-    owner, name = _layer_stack(student, depth)
-    kept = torch.nn.ModuleList(getattr(owner, name)[i] for i in config.layers)
+    select_layers(student, list(config.layers))
+    out = LoadedModel(student.eval(), model.tokenizer)
+    ctx.record.notes |= {"layers": f"{depth} -> {len(config.layers)}",
+                         "parameters": f"{model.parameter_count():,} -> {out.parameter_count():,}"}
+    return out
+
+
+def select_layers(model: Any, keep: list[int]) -> None:
+    """Keep only the layers ``keep`` (0-based, in order) of ``model``, in place: the layer
+    list, each kept attention's ``layer_idx`` and the config's depth and layer types."""
+    import torch
+
+    owner, name = _layer_stack(model, int(getattr(model.config, "num_hidden_layers", 0)))
+    kept = torch.nn.ModuleList(getattr(owner, name)[i] for i in keep)
     setattr(owner, name, kept)
     for new_index, layer in enumerate(kept):
         for module in layer.modules():
             if hasattr(module, "layer_idx"):
                 module.layer_idx = new_index
-    student.config.num_hidden_layers = len(kept)
-    if getattr(student.config, "layer_types", None):
-        student.config.layer_types = [student.config.layer_types[i] for i in config.layers]
-    out = LoadedModel(student.eval(), model.tokenizer)
-    ctx.record.notes |= {"layers": f"{depth} -> {len(kept)}",
-                         "parameters": f"{model.parameter_count():,} -> {out.parameter_count():,}"}
-    return out
+    model.config.num_hidden_layers = len(kept)
+    if getattr(model.config, "layer_types", None):
+        model.config.layer_types = [model.config.layer_types[i] for i in keep]
 
 
 def _layer_stack(model: Any, depth: int) -> tuple[Any, str]:

@@ -20,6 +20,7 @@ from edgeopt.artifact import LoadedModel
 from edgeopt.errors import ModelError, RecipeError
 from edgeopt.prepare import register_prepare
 from edgeopt.prepare.importance import block_influence, fidelity, random_scores, taylor_scores
+from edgeopt.prepare.keep_layers import select_layers
 from edgeopt.pruned import (
     DECODER_LAYOUT,
     ENCODER_LAYOUT,
@@ -199,18 +200,7 @@ def _drop_layers(model: Any, tokenizer: Any, texts: list[str], config: PruneConf
         influence = block_influence(model, _windows(tokenizer, texts, config))
     drop = set(sorted(range(len(layers)), key=lambda i: (influence[i], i))[:config.drop_layers])
     keep = [i for i in range(len(layers)) if i not in drop]
-    kept = torch.nn.ModuleList(layers[i] for i in keep)
-    for parent in model.modules():
-        for name, child in list(parent.named_children()):
-            if child is layers:
-                setattr(parent, name, kept)
-    for new_index, layer in enumerate(kept):
-        for module in layer.modules():
-            if hasattr(module, "layer_idx"):
-                module.layer_idx = new_index
-    model.config.num_hidden_layers = len(kept)
-    if getattr(model.config, "layer_types", None):
-        model.config.layer_types = [model.config.layer_types[i] for i in keep]
+    select_layers(model, keep)
     scores = ", ".join(f"{i}:{influence[i]:.3f}" for i in range(len(layers)))
     what = "random scores" if config.score == "random" else "block influence"
     return f"{sorted(drop)} of {len(layers)} ({what} {scores})"
