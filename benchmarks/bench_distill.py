@@ -3,6 +3,7 @@
     python benchmarks/bench_distill.py teacher-value [--steps 400] [--seeds 0,1,2]
     python benchmarks/bench_distill.py full [--steps 1500] [--minutes 18] [--layers 1,3,5]
     python benchmarks/bench_distill.py layers [--steps 150]   # which 3 layers to start from
+    python benchmarks/bench_distill.py chain [--recipe recipes/minilm-sst2-mobile.yaml] [--reuse DIR]
 
 teacher-value: labels for only 8,000 SST-2 train rows (picked with seed 0), the rest as
 unlabelled text. The distilled 3-layer student (KL on the teacher + cross-entropy where a
@@ -10,6 +11,12 @@ row has a label) against the same student trained on the 8,000 labelled rows alo
 (cross-entropy only), same steps, same batch, same seeds. Each run is the distill stage
 itself (edgeopt.prepare.distill) with a compile-like context, without the export after it.
 Judged on the 872 SST-2 dev rows. Raw figures go to benchmarks/results/distill.json.
+
+chain: the whole front half as a user runs it - ``edgeopt compile`` of the teacher with
+the recipe (distill -> prune -> trim-vocab -> recover -> arm64-int8), timed end to end -
+then the teacher's own arm64-int8 bundle compiled in the same run, and the two bundles
+and PyTorch eager of the teacher side by side: size, SST-2 dev accuracy, label
+agreement with the teacher, p50 latency at batch 1, sequence 128, 2 threads.
 """
 
 from __future__ import annotations
@@ -137,9 +144,100 @@ def layer_choice(args, tmp: Path) -> None:
         _save(f"layers_{'-'.join(map(str, layers))}_{args.steps}", notes)
 
 
+def chain(args, tmp: Path) -> None:
+    import subprocess
+
+    import edgeopt
+
+    student = Path(args.reuse) if args.reuse else tmp / "student"
+    result: dict = {"command": " ".join(sys.argv), "recipe": args.recipe}
+    if not args.reuse:
+        cmd = [sys.executable, "-m", "edgeopt", "compile", str(TEACHER), "--recipe", args.recipe,
+               "--train-data", str(TRAIN), "--eval-data", str(DEV), "-o", str(student)]
+        print("  " + " ".join(cmd), file=sys.stderr)
+        start = time.perf_counter()
+        subprocess.run(cmd, check=True)
+        result["compile_wall_s"] = round(time.perf_counter() - start, 1)
+    report = json.loads((student / "report.json").read_text())
+    result["student_report"] = {"status": report["status"], "parity": report["parity"]["metrics"],
+                                "passes": [{k: p.get(k) for k in ("name", "seconds", "notes")}
+                                           for p in report["passes"]]}
+    teacher_bundle = tmp / "teacher-arm64-int8"
+    start = time.perf_counter()
+    edgeopt.compile(str(TEACHER), target="arm64-int8", out=teacher_bundle, eval_data=str(DEV),
+                    calibration_data=str(TRAIN), fail_on_parity=False)
+    result["teacher_compile_wall_s"] = round(time.perf_counter() - start, 1)
+    bundles = {"teacher arm64-int8": teacher_bundle, "student (recipe)": student}
+    result |= side_by_side(bundles, args.threads, args.warmup, args.repeats)
+    _save("chain", result)
+    print(json.dumps({k: v for k, v in result.items() if k != "student_report"}, indent=1))
+
+
+def side_by_side(bundles: dict[str, Path], threads: int, warmup: int, repeats: int) -> dict:
+    """Size, dev accuracy, agreement with the teacher and p50 latency of each bundle, and of
+    the teacher in PyTorch eager, timed round-robin in one process."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from edgeopt.bench import time_side_by_side
+    from edgeopt.bundle import read_manifest
+    from edgeopt.evaldata import builtin_sentences, load_eval_data
+    from edgeopt.runtime import make_session, run_one
+    from edgeopt.tasks import fixed_length_feeds
+    from edgeopt.verify.feeds import encoder_batches
+
+    torch.set_num_threads(threads)
+    dev = load_eval_data(DEV, None)
+    labels = np.asarray(dev.labels)
+    tok = AutoTokenizer.from_pretrained(str(TEACHER))
+    model = AutoModelForSequenceClassification.from_pretrained(str(TEACHER)).eval()
+    with torch.inference_mode():
+        teacher = np.concatenate([model(**tok(list(dev.texts[i:i + 32]), padding=True, truncation=True,
+                                              max_length=128, return_tensors="pt")).logits.numpy()
+                                  for i in range(0, len(dev.texts), 32)]).argmax(-1)
+    text = " ".join(builtin_sentences().texts[:4])
+    rows = {"pytorch-eager-fp32 (teacher)": {
+        "dev_accuracy": float((teacher == labels).mean()), "agreement_with_teacher": 1.0,
+        "parameters": sum(p.numel() for p in model.parameters())}}
+    feeds = fixed_length_feeds(tok, text, 128, 1, ["input_ids", "attention_mask", "token_type_ids"])
+    args = [torch.from_numpy(feeds[n]) for n in ("input_ids", "attention_mask", "token_type_ids")]
+
+    def eager():
+        with torch.inference_mode():
+            return model(*args)
+
+    variants = {"pytorch-eager-fp32 (teacher)": eager}
+    for name, bundle in bundles.items():
+        manifest = read_manifest(bundle)
+        disabled = tuple(manifest.get("session_options", {}).get("disabled_optimizers", ()))
+        session = make_session(bundle / "model.onnx", threads=threads, disabled_optimizers=disabled)
+        batches = encoder_batches(bundle, manifest, dev)
+        pred = batches.assemble([session.run([batches.output], f)[0] for f in batches.runs]).argmax(-1)
+        names = [i["name"] for i in manifest["inputs"]]
+        own = AutoTokenizer.from_pretrained(str(bundle))
+        bundle_feeds = fixed_length_feeds(own, text, 128, 1, names)
+        variants[name] = lambda s=session, f=bundle_feeds: run_one(s, f)
+        rows[name] = {"dev_accuracy": float((pred == labels).mean()),
+                      "agreement_with_teacher": float((pred == teacher).mean()),
+                      "model_onnx_mb": (bundle / "model.onnx").stat().st_size / 1e6,
+                      "bundle_mb": sum(f.stat().st_size for f in bundle.rglob("*") if f.is_file()) / 1e6}
+    stats = time_side_by_side(variants, warmup, repeats)
+    for name, st in stats.items():
+        q1, q3 = np.percentile(st.samples_ms, [25, 75])
+        rows[name] |= {"p50_ms": st.p50_ms, "iqr_ms": float(q3 - q1), "p90_ms": st.p90_ms}
+    base = rows["teacher arm64-int8"]["p50_ms"]
+    for row in rows.values():
+        row["x_teacher_arm64_int8"] = row["p50_ms"] / base
+    for name, row in rows.items():
+        print(f"  {name}: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                                        for k, v in row.items()), file=sys.stderr)
+    return {"variants": rows, "threads": threads, "warmup": warmup, "repeats": repeats,
+            "seq_len": 128, "batch": 1, "load_average": os.getloadavg()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("teacher-value", "full", "layers"))
+    parser.add_argument("what", choices=("teacher-value", "full", "layers", "chain"))
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--minutes", type=float, default=None)
     parser.add_argument("--batch", type=int, default=32)
@@ -152,6 +250,10 @@ def main() -> None:
     parser.add_argument("--cache-teacher", action=argparse.BooleanOptionalAction, default=True,
                         help="teacher outputs once per row (off: live, only for the rows read)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--recipe", default=str(REPO / "recipes" / "minilm-sst2-mobile.yaml"))
+    parser.add_argument("--reuse", default=None, help="chain: a bundle the recipe already made")
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=100)
     args = parser.parse_args()
     import torch
 
@@ -160,7 +262,8 @@ def main() -> None:
     if not TEACHER.is_dir():
         sys.exit(f"needs {TEACHER} and {TRAIN}")
     with tempfile.TemporaryDirectory(prefix="bench-distill-") as tmp:
-        {"teacher-value": teacher_value, "full": full, "layers": layer_choice}[args.what](args, Path(tmp))
+        {"teacher-value": teacher_value, "full": full, "layers": layer_choice,
+         "chain": chain}[args.what](args, Path(tmp))
 
 
 if __name__ == "__main__":

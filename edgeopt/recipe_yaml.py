@@ -138,16 +138,51 @@ def recipe_from_dict(data: Any, source: str = "recipe") -> Recipe:
         raise RecipeError(f"{source}: {err}") from None
 
 
-def load_recipe_file(path: str | Path) -> Recipe:
-    """Read a recipe YAML file (what ``--recipe FILE`` passes)."""
-    import yaml
+def targets_dir() -> Path:
+    """Where the shipped targets' YAML lives (``recipes/targets/``)."""
+    from importlib import resources
 
+    return Path(str(resources.files("edgeopt.recipes.targets")))
+
+
+def load_recipe_file(path: str | Path) -> Recipe:
+    """Read a recipe YAML file (what ``--recipe FILE`` passes). ``extends: TARGET`` starts
+    from a shipped target: each section the file gives is merged key by key over the
+    target's (a ``quantize`` with another ``method`` replaces it), lists are replaced."""
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"recipe file {path} does not exist; pass a YAML file or use --target")
+    data = _read_yaml(path)
+    if isinstance(data, dict) and "extends" in data:
+        data = dict(data)
+        base = data.pop("extends")
+        names = sorted(p.stem for p in targets_dir().glob("*.yaml"))
+        if base not in names:
+            raise RecipeError(f"{path}: extends {base!r} is not a shipped target; valid targets: "
+                              f"{', '.join(names)}")
+        data = _merged(_read_yaml(targets_dir() / f"{base}.yaml"), data)
+    return recipe_from_dict(data, source=str(path))
+
+
+def _read_yaml(path: Path) -> Any:
+    import yaml
+
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         first = str(err).splitlines()[0] if str(err) else "invalid YAML"
         raise RecipeError(f"{path}: not valid YAML ({first})") from None
-    return recipe_from_dict(data, source=str(path))
+
+
+def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` on top of ``base``: mappings merge per key (recursively), anything else
+    replaces; a section naming a different ``method`` starts afresh."""
+    out = dict(base)
+    for key, value in over.items():
+        old = out.get(key)
+        if isinstance(old, dict) and isinstance(value, dict) and \
+                value.get("method", old.get("method")) == old.get("method"):
+            out[key] = _merged(old, value)
+        else:
+            out[key] = value
+    return out

@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-from importlib import resources
-from pathlib import Path
-
 from edgeopt.errors import RecipeError
 from edgeopt.recipe import Recipe
 from edgeopt.recipe_yaml import load_recipe_file
-
-
-def _targets_dir() -> Path:
-    return Path(str(resources.files("edgeopt.recipes.targets")))
+from edgeopt.recipe_yaml import targets_dir as _targets_dir
 
 
 def target_names() -> list[str]:

@@ -101,3 +101,39 @@ def test_recipe_file_errors_name_the_file(tmp_path):
     ok = tmp_path / "ok.yaml"
     ok.write_text("name: mine\ndescription: my own\nquantize: {method: dynamic-int8}\n")
     assert load_recipe_file(ok).name == "mine"
+
+
+def test_extends_merges_a_recipe_over_a_shipped_target(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("name: mine\ndescription: d\nextends: arm64-int8\n"
+                    "quantize:\n  outlier_max_channels: 4\nbench:\n  repeats: 7\n")
+    recipe, base = load_recipe_file(path), load_target("arm64-int8")
+    assert recipe.name == "mine" and recipe.gates == base.gates and recipe.optimize == base.optimize
+    assert recipe.quantize.outlier_max_channels == 4 and recipe.bench.repeats == 7
+    # Every other key of the merged sections is the target's.
+    assert recipe.quantize.smooth_attention_alpha == base.quantize.smooth_attention_alpha
+    assert recipe.bench.warmup == base.bench.warmup
+
+
+def test_extends_with_another_method_replaces_the_section(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("name: mine\ndescription: d\nextends: arm64-int8\n"
+                    "quantize:\n  method: weight-only-int4\n  block_size: 32\n")
+    recipe = load_recipe_file(path)
+    assert isinstance(recipe.quantize, WeightOnlyInt4Config) and recipe.quantize.block_size == 32
+
+
+def test_extends_an_unknown_target_names_the_valid_ones(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("name: mine\ndescription: d\nextends: arm65-int8\n")
+    with pytest.raises(RecipeError, match="not a shipped target; valid targets: .*arm64-int8"):
+        load_recipe_file(path)
+
+
+def test_shipped_front_half_recipe_is_arm64_int8_after_its_prepare_stages():
+    from pathlib import Path
+
+    recipe = load_recipe_file(Path(__file__).parents[1] / "recipes" / "minilm-sst2-mobile.yaml")
+    base = load_target("arm64-int8")
+    assert [s.stage for s in recipe.prepare] == ["distill", "prune", "trim-vocab", "recover"]
+    assert (recipe.quantize, recipe.gates, recipe.export) == (base.quantize, base.gates, base.export)
