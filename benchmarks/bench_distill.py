@@ -149,7 +149,7 @@ def chain(args, tmp: Path) -> None:
 
     import edgeopt
 
-    student = Path(args.reuse) if args.reuse else tmp / "student"
+    student = Path(args.reuse or args.keep or tmp / "student")
     result: dict = {"command": " ".join(sys.argv), "recipe": args.recipe}
     if not args.reuse:
         cmd = [sys.executable, "-m", "edgeopt", "compile", str(TEACHER), "--recipe", args.recipe,
@@ -252,6 +252,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--recipe", default=str(REPO / "recipes" / "minilm-sst2-mobile.yaml"))
     parser.add_argument("--reuse", default=None, help="chain: a bundle the recipe already made")
+    parser.add_argument("--keep", default=None,
+                        help="chain: write the student bundle here (and its checkpoints beside it)")
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=100)
     args = parser.parse_args()

@@ -116,6 +116,7 @@ class PruneConfig:
         check(self.max_rows > 0 and self.seq_len > 1 and self.batch_size > 0,
               "prepare prune: max_rows, seq_len and batch_size must be positive")
 _PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_TEACHERS = ("loaded", "distilled")
 
 
 @register_prepare_config
@@ -124,7 +125,8 @@ class DistillConfig:
     """Train a student initialised from the model (some of its layers, optionally a
     narrower feed-forward) on the teacher's outputs over the --train-data text: KL on
     temperature-scaled logits, cross-entropy where a row has a label, optionally MSE on
-    hidden states. The teacher is the model as loaded, before any prepare stage."""
+    hidden states. The teacher is the model as loaded, before any prepare stage, or with
+    ``teacher: distilled`` the student an earlier distill stage trained."""
 
     stage: ClassVar[str] = "distill"
     runner: ClassVar[str] = "edgeopt.prepare.distill"
@@ -149,6 +151,9 @@ class DistillConfig:
     cache_teacher: bool = True  # teacher outputs computed once per row, not per step
     precision: str = "auto"  # auto: bf16 (else fp16) on a GPU, fp32 on CPU
     logging_steps: int = 50
+    # "loaded": the model as loaded; "distilled": the last distill stage's student (after
+    # pruning or trimming, a recovery learns faster from a better, smaller teacher).
+    teacher: str = "loaded"
 
     def __post_init__(self) -> None:
         name = f"prepare {self.stage}"
@@ -180,6 +185,8 @@ class DistillConfig:
         check(self.max_rows is None or self.max_rows >= 1, f"{name}: max_rows must be >= 1")
         check(self.save_steps >= 1 and self.logging_steps >= 1,
               f"{name}: save_steps and logging_steps must be >= 1")
+        check(self.teacher in _TEACHERS,
+              f"{name}: teacher must be one of {', '.join(_TEACHERS)}, not {self.teacher!r}")
         check(self.precision in _PRECISIONS,
               f"{name}: precision must be one of {', '.join(_PRECISIONS)}")
 

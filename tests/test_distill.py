@@ -26,7 +26,7 @@ from edgeopt.artifact import PassRecord
 from edgeopt.errors import RecipeError
 from edgeopt.evaldata import EvalData, builtin_sentences
 from edgeopt.prepare import runner_for
-from edgeopt.recipe_prepare import DistillConfig
+from edgeopt.recipe_prepare import DistillConfig, RecoverConfig
 from edgeopt.recipe_yaml import recipe_from_dict
 
 POSITIVE = {"good", "great", "love", "fun", "best"}
@@ -240,7 +240,8 @@ def test_bad_distill_configs_fail_in_one_line():
     cases = [({"layers": [2, 0]}, "increasing order"), ({"layers": "half"}, "'all' or 'every-other'"),
              ({"temperature": 0}, "temperature must be > 0"), ({"precision": "int8"}, "precision"),
              ({"max_steps": 0}, "max_steps must be >= 1"), ({"lr": 1}, "unknown key"),
-             ({"kl_weight": 0, "ce_weight": 0}, "at least one loss weight")]
+             ({"kl_weight": 0, "ce_weight": 0}, "at least one loss weight"),
+             ({"teacher": "best"}, "teacher must be one of loaded, distilled")]
     for extra, message in cases:
         with pytest.raises(RecipeError, match=message) as err:
             recipe_from_dict({**base, "prepare": [{"stage": "distill", **extra}]})
@@ -249,6 +250,26 @@ def test_bad_distill_configs_fail_in_one_line():
                                                    {"stage": "recover"}]})
     assert recipe.prepare[0].layers == (0, 2) and recipe.prepare[1].layers == "all"
     assert recipe.prepare[1].max_steps == 300
+
+
+def test_a_recovery_can_learn_from_the_distilled_student(tiny_classifier, tmp_path):
+    texts, labels = _rows(64, seed=7)
+    train = _write_tsv(tmp_path / "t.tsv", texts, [str(y) for y in labels])
+    fast = {"max_steps": 2, "batch_size": 16, "save_steps": 1000, "checkpoint_dir": str(tmp_path / "c")}
+    lonely = dataclasses.replace(fast_recipe("x86-fp32"),
+                                 prepare=(RecoverConfig(teacher="distilled", **fast),))
+    with pytest.raises(RecipeError, match="teacher: distilled needs a distill stage before it"):
+        edgeopt.compile(str(tiny_classifier), recipe=lonely, out=tmp_path / "a", train_data=train)
+    assert not (tmp_path / "a").exists()
+    chained = dataclasses.replace(lonely, prepare=(DistillConfig(layers=(1,), **fast),
+                                                   RecoverConfig(teacher="distilled", **fast),
+                                                   RecoverConfig(**fast)))
+    report = edgeopt.compile(str(tiny_classifier), recipe=chained, out=tmp_path / "b", train_data=train)
+    distill, from_student, from_loaded = (report.passes[i]["notes"] for i in (1, 2, 3))
+    assert from_student["teacher"] == "the last distill stage's student"
+    assert from_loaded["teacher"] == "the model as loaded"
+    assert distill["layers"].startswith("2 -> 1") and from_student["layers"].startswith("1 -> 1")
+    assert report.passed
 
 
 def test_distill_without_train_data_names_the_flag(tiny_classifier, tmp_path):

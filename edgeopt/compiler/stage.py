@@ -40,6 +40,8 @@ class StageContext:
     # The model as loaded, before any prepare stage: the teacher distillation and
     # recovery learn from (set by the driver after load).
     teacher: LoadedModel | None = None
+    # The last distill stage's student (a recovery's teacher with ``teacher: distilled``).
+    distilled: LoadedModel | None = None
     tokenizer: Any = None  # what the bundle ships
     # The float ONNX graph (the export, or the user's .onnx file): the size baseline.
     exported: OnnxArtifact | None = None

@@ -1,9 +1,10 @@
 """The distill stage (and its ``recover`` alias): a student initialised from the model,
 trained on the teacher's outputs over the --train-data text.
 
-The teacher is the model as loaded (``ctx.teacher``), so after pruning or vocabulary
-trimming a recovery still learns from the original, read through the original
-tokenizer. Rows without a label learn from the teacher alone. Runs are checkpointed in a
+The teacher is the model as loaded (``ctx.teacher``), or with ``teacher: distilled``
+the student of the last distill stage (``ctx.distilled``), so after pruning or vocabulary
+trimming a recovery learns from a model with the full shapes, read through its own
+(untrimmed) tokenizer. Rows without a label learn from the teacher alone. Runs are checkpointed in a
 folder keyed by everything that decides the result (input and teacher weights, config,
 training file): rerunning the same compile resumes an interrupted run, or reuses a
 finished one without training again."""
@@ -27,6 +28,7 @@ from edgeopt.prepare import register_prepare
 from edgeopt.prepare.distill_data import Collator, RowDataset, Side, compare, kind_of, outputs, vocab_map
 from edgeopt.prepare.student import build_student, choose_layers, hidden_map
 from edgeopt.prepare.train_text import labelled_mask, read_train_text
+from edgeopt.errors import RecipeError
 from edgeopt.recipe_prepare import DistillConfig, RecoverConfig
 
 FINAL = "final.pt"
@@ -42,7 +44,7 @@ def distill(model: LoadedModel, config: DistillConfig, _workdir: Path, ctx: Any)
     src = ctx.request.src
     kind = kind_of(src.task, stage)
     rows = read_train_text(ctx.request.train_data, stage, config.max_rows, config.seed)
-    original = getattr(ctx, "teacher", None) or model
+    original = _teacher(config, ctx, model)
     depth = int(model.model.config.num_hidden_layers)
     layers = choose_layers(config.layers, depth, stage)
     student_model = build_student(model.model, layers, config.ffn_width, stage)
@@ -55,7 +57,9 @@ def distill(model: LoadedModel, config: DistillConfig, _workdir: Path, ctx: Any)
     run_dir, teacher_key = _run_dir(config, ctx, model, original)
     run_dir.mkdir(parents=True, exist_ok=True)
     notes = ctx.record.notes
-    notes |= {"teacher": "the model as loaded" if getattr(ctx, "teacher", None) else "the input model",
+    notes |= {"teacher": ("the last distill stage's student" if config.teacher == "distilled"
+                          else "the model as loaded" if getattr(ctx, "teacher", None)
+                          else "the input model"),
               "layers": f"{depth} -> {len(layers)} {list(layers)}",
               "train_rows": len(rows), "labelled_rows": int(labelled_mask(rows).sum()),
               "checkpoints": str(run_dir)}
@@ -86,7 +90,20 @@ def distill(model: LoadedModel, config: DistillConfig, _workdir: Path, ctx: Any)
               "stage_seconds_excluding_eval": round(time.perf_counter() - started, 1)}
     notes |= compare(kind, teacher, Side(student_model, model.tokenizer, kind, pooling, normalize),
                      ctx.request.inputs, config.max_length)
+    if stage == "distill" and hasattr(ctx, "distilled"):
+        ctx.distilled = out
     return out
+
+
+def _teacher(config: DistillConfig, ctx: Any, model: LoadedModel) -> LoadedModel:
+    """The model this stage learns from (see the module docstring)."""
+    if config.teacher == "distilled":
+        distilled = getattr(ctx, "distilled", None)
+        if distilled is None:
+            raise RecipeError(f"prepare {config.stage}: teacher: distilled needs a distill stage "
+                              "before it in prepare:; add one or use teacher: loaded")
+        return distilled
+    return getattr(ctx, "teacher", None) or model
 
 
 def _train(config: DistillConfig, rows: Any, student: Side, teacher: Side | None, spec: Any,
