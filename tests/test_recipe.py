@@ -130,10 +130,12 @@ def test_extends_an_unknown_target_names_the_valid_ones(tmp_path):
         load_recipe_file(path)
 
 
-def test_shipped_front_half_recipe_is_arm64_int8_after_its_prepare_stages():
+@pytest.mark.parametrize("name", ["minilm-sst2-mobile", "minilm-embed-mobile"])
+def test_shipped_front_half_recipes_are_arm64_int8_after_their_prepare_stages(name):
     from pathlib import Path
 
-    recipe = load_recipe_file(Path(__file__).parents[1] / "recipes" / "minilm-sst2-mobile.yaml")
+    recipe = load_recipe_file(Path(__file__).parents[1] / "recipes" / f"{name}.yaml")
     base = load_target("arm64-int8")
     assert [s.stage for s in recipe.prepare] == ["distill", "prune", "trim-vocab", "recover"]
+    assert recipe.prepare[-1].teacher == "distilled"
     assert (recipe.quantize, recipe.gates, recipe.export) == (base.quantize, base.gates, base.export)

@@ -24,11 +24,11 @@ from typing import Any
 import numpy as np
 
 from edgeopt.artifact import LoadedModel
+from edgeopt.errors import RecipeError
 from edgeopt.prepare import register_prepare
 from edgeopt.prepare.distill_data import Collator, RowDataset, Side, compare, kind_of, outputs, vocab_map
 from edgeopt.prepare.student import build_student, choose_layers, hidden_map
 from edgeopt.prepare.train_text import labelled_mask, read_train_text
-from edgeopt.errors import RecipeError
 from edgeopt.recipe_prepare import DistillConfig, RecoverConfig
 
 FINAL = "final.pt"
