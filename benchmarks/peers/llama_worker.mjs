@@ -32,7 +32,9 @@ function statusKib(field) {
 }
 
 function rss() {
-  return { peak_rss_bytes: statusKib("VmHWM") * 1024, rss_bytes: statusKib("VmRSS") * 1024 };
+  // VmHWM catches up with VmRSS lazily: the peak is the larger of the two.
+  const now = statusKib("VmRSS") * 1024;
+  return { peak_rss_bytes: Math.max(statusKib("VmHWM") * 1024, now), rss_bytes: now };
 }
 
 async function load(req) {

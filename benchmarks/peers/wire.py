@@ -29,9 +29,11 @@ def rss() -> dict[str, int]:
     """This process's resident-set high-water mark and current RSS, in bytes.
 
     VmHWM rather than ru_maxrss: ru_maxrss survives exec, so a child started from a big
-    parent can report the parent's RSS at fork time.
+    parent can report the parent's RSS at fork time. The kernel folds the current RSS
+    into VmHWM lazily, so the peak is the larger of the two.
     """
-    return {"peak_rss_bytes": _status_kib("VmHWM") * 1024, "rss_bytes": _status_kib("VmRSS") * 1024}
+    now = _status_kib("VmRSS") * 1024
+    return {"peak_rss_bytes": max(_status_kib("VmHWM") * 1024, now), "rss_bytes": now}
 
 
 def timed_greedy(first: Callable[[], int], step: Callable[[int], int], new_tokens: int) -> dict[str, Any]:
