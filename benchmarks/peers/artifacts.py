@@ -126,7 +126,8 @@ def genai_int4(model: Path, env: PeersEnv, log: Callable[[str], None]) -> Path:
         _run_logged(argv, _log_path("genai-int4"))
         shutil.rmtree(tmp / "hf-cache", ignore_errors=True)
 
-    key = fingerprint(model, GENAI_ACCURACY_LEVEL)
+    # A rebuilt peers env (another genai release) touches .installed: a new key.
+    key = fingerprint(model, GENAI_ACCURACY_LEVEL, env.root / ".installed")
     return cached("genai-int4", key, build) / "model"
 
 
