@@ -81,8 +81,13 @@ $(PEERS_VENV)/.installed:
 	cd $(PEERS_VENV)/node && npm i -E --no-audit --no-fund node-llama-cpp@3.21.1
 	touch $@
 
-.PHONY: peers-env
+.PHONY: peers-env bench-peers
 peers-env: $(PEERS_VENV)/.installed
+
+# edgeopt arm64-int4/x86-fp32, PyTorch, genai INT4 and llama.cpp Q8_0/Q4_0 side by side
+# (benchmarks/results/peers.json). BENCH_PEERS_ARGS=--quick for a smoke run.
+bench-peers: install peers-env
+	$(PY) benchmarks/bench_peers.py $(BENCH_PEERS_ARGS)
 
 clean:
 	rm -rf out .pytest_cache
