@@ -1,16 +1,19 @@
 """edgeopt against peer runtimes on SmolLM2-135M-Instruct, side by side in one run (issue 19).
 
     make peers-env                   # once: .venv-peers with onnxruntime-genai and node-llama-cpp
-    python benchmarks/bench_peers.py [--quick] [--variants arm64-int4,x86-fp32,pytorch,genai,q8_0,q4_0]
+    python benchmarks/bench_peers.py [--quick]
+        [--variants arm64-int4,int4-all4,x86-int8,x86-fp32,pytorch,genai,q8_0,q4_0]
 
-Rows: edgeopt arm64-int4 and x86-fp32 bundles, PyTorch eager fp32, onnxruntime-genai's
-model builder INT4 (accuracy level 4) and llama.cpp Q8_0/Q4_0 (node-llama-cpp prebuilt
-binaries). Speed: greedy decoding of --new-tokens after a --prompt-tokens prompt, batch 1,
---threads threads; decode tok/s counts the single-token steps after the first token
-(median and IQR over --repeats runs after --warmup). Quality: teacher-forced on the same
-WikiText-2 windows, tokenized once by the Hugging Face tokenizer, against PyTorch fp32:
-perplexity ratio and top-1 next-token agreement. Peak RSS is each worker process's
-VmHWM after loading and greedy decoding (before scoring).
+Rows: edgeopt arm64-int4, int4-all4 (benchmarks/recipes/arm64-int4-all4.yaml: every
+projection 4-bit), x86-int8 (every projection 8-bit) and x86-fp32 bundles, PyTorch eager
+fp32, onnxruntime-genai's model builder INT4 (accuracy level 4) and llama.cpp Q8_0/Q4_0
+(node-llama-cpp prebuilt binaries). Speed: greedy decoding of --new-tokens after a
+--prompt-tokens prompt, batch 1, --threads threads; decode tok/s counts the single-token
+steps after the first token (median and IQR over --repeats runs after --warmup). Quality:
+teacher-forced on the same held-out WikiText-2 windows (after the text edgeopt's compiles
+validate and calibrate on; prompts follow them), tokenized once by the Hugging Face
+tokenizer, against PyTorch fp32: perplexity ratio and top-1 next-token agreement. Peak RSS
+is each worker process's VmHWM after loading and greedy decoding (before scoring).
 
 Figures are this machine's x86-64 CPU, not a phone. Results: benchmarks/results/peers.json
 (--quick: peers-quick.json, a smoke run with tiny token counts whose figures mean nothing).
@@ -43,8 +46,10 @@ from peers.variants import (  # noqa: E402
     torch_variant,
 )
 
-ALL = ("arm64-int4", "x86-fp32", "pytorch", "genai", "q8_0", "q4_0")
-EDGEOPT_TARGETS = ("arm64-int4", "x86-fp32")
+ALL = ("arm64-int4", "int4-all4", "x86-int8", "x86-fp32", "pytorch", "genai", "q8_0", "q4_0")
+EDGEOPT_TARGETS = ("arm64-int4", "x86-int8", "x86-fp32")
+# Not shipped: every projection and the head 4-bit, the fast end of the bit layouts.
+EDGEOPT_RECIPES = {"int4-all4": REPO / "benchmarks" / "recipes" / "arm64-int4-all4.yaml"}
 TORCH_KEY = "pytorch"
 BASELINE = EDGEOPT_PREFIX + "x86-fp32"  # the fp32 ONNX graph: what "× fp32 ONNX" divides by
 FULL = {"prompt_tokens": 128, "new_tokens": 64, "prompts": 4, "windows": 16, "window": 512,
@@ -83,14 +88,18 @@ def _log(message: str) -> None:
 
 
 def plan_from_text(tokenizer: Any, text: str, args: argparse.Namespace) -> harness.BenchPlan:
-    """Windows from the start of the text, the prompts right after them: one tokenization."""
-    from edgeopt.decoder.evaltext import text_tokens
+    """Windows from the start of the held-out text, the prompts right after them: text no
+    edgeopt compile of this run read (neither its parity gates nor its calibration)."""
+    from edgeopt.decoder.evaltext import split_text, text_tokens
+    from edgeopt.decoder.family import CALIBRATION_LEN, CALIBRATION_SEQUENCES
 
+    heldout = split_text(tokenizer, text, eval_config(args).max_tokens,
+                         CALIBRATION_SEQUENCES * CALIBRATION_LEN).heldout
     scored = args.windows * args.window
     need = scored + args.prompts * args.prompt_tokens
-    ids = text_tokens(tokenizer, text, need)
+    ids = text_tokens(tokenizer, heldout, need)
     if len(ids) < need:
-        raise SystemExit(f"{args.text} has {len(ids)} tokens; the plan needs {need}")
+        raise SystemExit(f"{args.text} has {len(ids)} held-out tokens; the plan needs {need}")
     windows = tuple(tuple(ids[i:i + args.window]) for i in range(0, scored, args.window))
     prompts = tuple(tuple(ids[scored + i * args.prompt_tokens:scored + (i + 1) * args.prompt_tokens])
                     for i in range(args.prompts))
@@ -114,8 +123,9 @@ def build_variants(args: argparse.Namespace, model: Path, gguf: Path | None, voc
     context = max(args.window, args.prompt_tokens + args.new_tokens)
     rows: list[Variant] = []
     for key in args.variants:
-        if key in EDGEOPT_TARGETS:
-            bundle = artifacts.edgeopt_bundle(model, key, args.text, eval_config(args), _log)
+        if key in EDGEOPT_TARGETS or key in EDGEOPT_RECIPES:
+            bundle = artifacts.edgeopt_bundle(model, EDGEOPT_RECIPES.get(key, key), args.text,
+                                              eval_config(args), _log)
             rows.append(edgeopt_variant(key, bundle, args.threads))
         elif key == TORCH_KEY:
             rows.append(torch_variant(model, args.threads))
@@ -171,7 +181,8 @@ def _header(result: dict[str, Any]) -> str:
     return (f"{smoke}Machine: {result['machine']}. Greedy decoding of {c['new_tokens']} tokens after a "
             f"{c['prompt_tokens']}-token prompt, batch 1, {c['threads']} threads; decode tok/s: median "
             f"(IQR) of {c['repeats']} runs after {c['warmup']} warm-up runs. Quality: teacher-forced on "
-            f"{c['windows']} WikiText-2 windows of {c['window']} tokens against PyTorch fp32. Peak RSS: "
+            f"{c['windows']} held-out WikiText-2 windows of {c['window']} tokens (text no compile read) "
+            "against PyTorch fp32. Peak RSS: "
             "each runtime's own process, after loading and decoding.")
 
 

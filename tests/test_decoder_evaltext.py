@@ -48,3 +48,50 @@ def test_windows_and_calibration_feeds(tiny_llama_lm, tmp_path):
     path.write_text("  \n")
     with pytest.raises(DataError, match="empty"):
         read_text(path)
+
+
+def _numbered_paragraphs(count: int) -> str:
+    # Every paragraph unique, so a prompt names the one line it came from.
+    lines = [" = Title = ", ""]
+    for i in range(count):
+        lines += [f" Paragraph {i} tells of river {i} and the town {i} beside it today .", ""]
+    return "\n".join(lines)
+
+
+def test_validation_prompts_windows_calibration_and_heldout_never_overlap(tiny_llama_lm):
+    from edgeopt.decoder.evaltext import split_text, text_tokens
+
+    tok = AutoTokenizer.from_pretrained(tiny_llama_lm)
+    text = _numbered_paragraphs(60)
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    parity_tokens, calibration_tokens = 200, 150
+    assert len(ids) > parity_tokens + calibration_tokens + 100  # all three parts are non-empty
+    split = split_text(tok, text, parity_tokens, calibration_tokens)
+    io = DecoderIO(num_layers=2, num_kv_heads=2, head_dim=16, vocab_size=len(tok), max_positions=256)
+    feeds = calibration_feeds(tok, io, text, count=3, seq_len=50, skip_tokens=parity_tokens)
+    calibrated = [t for f in feeds for t in f["input_ids"][0].tolist()]
+    assert calibrated == ids[parity_tokens:parity_tokens + calibration_tokens]
+    # The prompts come from lines wholly inside the scored tokens ...
+    assert text.startswith(split.parity) and split.parity.endswith("\n")
+    assert len(text_tokens(tok, split.parity, 10**6)) <= parity_tokens
+    prompts = prompts_from_text(split.parity, 16)
+    assert prompts and all(p in split.parity for p in prompts)
+    # ... the held-out lines start after the last calibration token ...
+    assert text[split.heldout_start:] == split.heldout and text[split.heldout_start - 1] == "\n"
+    assert len(text_tokens(tok, text[:split.heldout_start], 10**6)) >= parity_tokens + calibration_tokens
+    # ... and no paragraph of one part is read by another.
+    def paragraphs(part: str) -> set[str]:
+        return {line.split(" tells")[0].strip() for line in part.splitlines() if "tells" in line}
+    held, scored = paragraphs(split.heldout), paragraphs(split.parity)
+    prompted = {p.split(" tells")[0] for p in prompts}
+    calibration_text = tok.decode(calibrated)
+    assert held and scored and prompted <= scored and not held & scored
+    assert not any(f"{p} tells" in calibration_text for p in held | prompted)
+
+
+def test_a_short_text_is_all_parity(tiny_llama_lm):
+    from edgeopt.decoder.evaltext import split_text
+
+    tok = AutoTokenizer.from_pretrained(tiny_llama_lm)
+    split = split_text(tok, TEXT, parity_tokens=10**4, calibration_tokens=10)
+    assert split.parity == TEXT and split.heldout == ""

@@ -71,6 +71,23 @@ def test_report_has_decoder_metrics_and_throughput(int4_bundle):
     assert "prefill tok/s" in report.to_markdown()
 
 
+def test_memory_profile_accounts_for_the_probe_process(int4_bundle):
+    out, report = int4_bundle
+    io = DecoderIO.from_dict(read_manifest(out)["decoder"])
+    config = report.bench["config"]
+    capacity = config["input_shape"][1] + config["decode_tokens"]
+    # K and V per layer, [1, kv_heads, capacity, head_dim] float32: what the probe allocated.
+    cache_mb = 2 * io.num_layers * io.num_kv_heads * capacity * io.head_dim * 4 / 1e6
+    for row in report.bench["throughput"].values():
+        prof = row["memory_profile_mb"]
+        assert prof["kv_cache"] == pytest.approx(cache_mb)
+        assert prof["tokenizer"] > 0 and prof["session"] > 0 and prof["runtime"] > 0
+        parts = prof["runtime"] + prof["tokenizer"] + prof["session"] + prof["kv_cache"] + prof["arena"]
+        assert parts >= prof["final_rss"] - 1e-6  # the arena is what is left, never negative
+        assert row["peak_rss_mb"] >= max(prof["final_rss"], prof["load_peak"]) - 1e-6
+    assert "Where the memory goes" in report.to_markdown() and "| KV cache |" in report.to_markdown()
+
+
 def test_bundle_generates_from_its_own_files(int4_bundle):
     out, _ = int4_bundle
     lm = OnnxCausalLM.from_bundle(out, threads=1)

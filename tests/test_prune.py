@@ -310,3 +310,10 @@ def test_scores_read_train_data_with_unlabelled_rows(bert, tmp_path):
     out = prune(bert, PruneConfig(ffn=0.25, max_rows=12), None, ctx)
     assert ctx.record.notes["data"] == "--train-data train.tsv, 12 rows"
     assert out.model.config.intermediate_size == 96
+
+
+def test_the_record_names_the_loss_an_embedder_is_scored_by(bert):
+    ctx = _ctx()
+    ctx.request.src = types.SimpleNamespace(task="feature-extraction")
+    prune(bert, PruneConfig(ffn=0.5), None, ctx)
+    assert "pooled embedding" in ctx.record.notes["score"] and "cross-entropy" not in ctx.record.notes["score"]

@@ -91,19 +91,23 @@ def cached(name: str, key: str, build: Callable[[Path], None]) -> Path:
     return dest
 
 
-def edgeopt_bundle(model: Path, target: str, text: Path, eval_config: Any,
+def edgeopt_bundle(model: Path, target: str | Path, text: Path, eval_config: Any,
                    log: Callable[[str], None]) -> Path:
-    """The shipped ``target`` compiled from ``model`` (eval and calibration text ``text``).
+    """The shipped ``target`` (or a recipe file) compiled from ``model`` (eval and
+    calibration text ``text``).
 
     The compile's own benchmark is cut to a token run (it does not change the bundle):
     this harness times the bundle itself. Parity failures are reported, not raised.
     """
     import edgeopt
     from edgeopt.recipe import BenchConfig
+    from edgeopt.recipe_yaml import load_recipe_file
     from edgeopt.targets import load_target
 
-    recipe = dataclasses.replace(load_target(target), bench=BenchConfig(
+    base = load_recipe_file(target) if isinstance(target, Path) else load_target(target)
+    recipe = dataclasses.replace(base, bench=BenchConfig(
         seq_len=8, warmup=0, repeats=3, decode_tokens=2, torch_baseline=False))
+    target = base.name
 
     def build(tmp: Path) -> None:
         log(f"compiling {model.name} for {target} (once; cached)")

@@ -74,6 +74,8 @@ class DecoderBenchResult:
                 "model_rss_mb": (peak - mem["baseline_rss_bytes"]) / 1e6 if peak else None,
                 "file_mb": self.file_bytes[name] / 1e6 if name in self.file_bytes else None,
             }
+            if mem.get("profile"):
+                out[name]["memory_profile_mb"] = {k: v / 1e6 for k, v in mem["profile"].items()}
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -96,7 +98,23 @@ class DecoderBenchResult:
             cells = [_num(t[k]) for k in ("prefill_tokens_per_s", "decode_tokens_per_s",
                                           "peak_rss_mb", "model_rss_mb", "file_mb")]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        profiles = {n: t["memory_profile_mb"] for n, t in self.throughput().items()
+                    if "memory_profile_mb" in t}
+        if profiles:
+            lines += ["", "Where the memory goes (MB of RSS, read between steps in the probe: runtime = "
+                      "interpreter, numpy and onnxruntime; session = weights as the kernels hold them; "
+                      "arena = activations and scratch beyond the KV cache; load peak = the high-water "
+                      "mark right after the session was made):", "",
+                      "| variant | " + " | ".join(_PROFILE.values()) + " |",
+                      "|---|" + "---:|" * len(_PROFILE)]
+            for name, prof in profiles.items():
+                lines.append(f"| {name} | " + " | ".join(_num(prof.get(k)) for k in _PROFILE) + " |")
         return "\n".join(lines)
+
+
+_PROFILE = {"runtime": "runtime", "tokenizer": "tokenizer", "session": "session (weights)",
+            "kv_cache": "KV cache", "arena": "arena", "final_rss": "RSS after decode",
+            "load_peak": "load peak"}
 
 
 def bench_decoder(onnx_variants: dict[str, Path], io: DecoderIO, torch_lm: TorchCausalLM | None,
@@ -123,8 +141,11 @@ def bench_decoder(onnx_variants: dict[str, Path], io: DecoderIO, torch_lm: Torch
         decode_runs = time_side_by_side(decode, min(config.warmup, 1), decode_repeats)
     n = len(tokens.continuation)
     per_token = {k: _scaled(v, 1 / n) for k, v in decode_runs.items()}
+    # The tokenizer an app would load beside the graph, so the profile shows its share too.
+    tokenizer = Path(torch_path) / "tokenizer.json" if torch_path is not None else None
+    tokenizer_spec = {"tokenizer": str(tokenizer)} if tokenizer is not None and tokenizer.is_file() else {}
     memory = {name: probe_memory({"kind": "onnx", "path": str(path), "io": io.to_dict(),
-                                  "disabled_optimizers": list(disabled_optimizers)},
+                                  "disabled_optimizers": list(disabled_optimizers)} | tokenizer_spec,
                                  tokens, config.threads) for name, path in onnx_variants.items()}
     files = {name: Path(path).stat().st_size for name, path in onnx_variants.items()}
     if baseline is not None and torch_path is not None:

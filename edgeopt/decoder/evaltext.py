@@ -1,9 +1,16 @@
 """Plain text turned into what decoder parity and calibration need: a token stream cut
 into fixed windows, and short prompts taken from the text itself.
+
+One eval text serves three readers, in this order and never overlapping: the validate
+stage scores its first ``parity_tokens`` tokens (windows, and prompts from the lines
+those tokens cover); quantizers calibrate on the ``calibration_tokens`` after them; what
+follows is held out (:func:`split_text`): no compile reads it, so a benchmark can check
+the gates on text neither they nor the recipe's tuning saw.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -86,3 +93,71 @@ def text_tokens(tokenizer: Any, text: str, max_tokens: int) -> list[int]:
     """The first ``max_tokens`` tokens of ``text`` as one document (no special tokens)."""
     head = text[: max_tokens * _CHARS_PER_TOKEN_BOUND]
     return list(tokenizer(head, add_special_tokens=False)["input_ids"][:max_tokens])
+
+
+@dataclass(frozen=True)
+class TextSplit:
+    """An eval text cut at line boundaries around its parity and calibration tokens.
+
+    ``parity`` is the lines inside the first ``parity_tokens`` tokens (where prompts come
+    from); ``heldout`` starts at the first line after the calibration tokens end.
+    """
+
+    parity: str
+    heldout: str
+    heldout_start: int  # character offset of ``heldout`` in the text
+
+
+def split_text(tokenizer: Any, text: str, parity_tokens: int, calibration_tokens: int) -> TextSplit:
+    """Where the parity lines end and the held-out lines start (see the module docstring).
+
+    A text too short for all three parts gives the whole text as ``parity`` and an empty
+    ``heldout``, as the validate stage then scores it all.
+    """
+    parity = parity_text(tokenizer, text, parity_tokens)
+    if len(parity) == len(text):
+        return TextSplit(text, "", len(text))
+    heldout = _first_line_after(tokenizer, text, _line_starts(text), parity_tokens + calibration_tokens)
+    return TextSplit(parity, text[heldout:], heldout)
+
+
+def parity_text(tokenizer: Any, text: str, parity_tokens: int) -> str:
+    """The lines inside the first ``parity_tokens`` tokens (the whole text if it is shorter):
+    where the validate stage takes its prompts, so they never reach calibration text."""
+    end = _last_line_within(tokenizer, text, _line_starts(text), parity_tokens)
+    return text if end is None else text[:end]
+
+
+def _line_starts(text: str) -> list[int]:
+    return [0] + [i + 1 for i, c in enumerate(text) if c == "\n"]
+
+
+def _prefix_tokens(tokenizer: Any, text: str, end: int, cap: int) -> int:
+    return len(text_tokens(tokenizer, text[:end], cap + 1))
+
+
+def _last_line_within(tokenizer: Any, text: str, starts: list[int], tokens: int) -> int | None:
+    """The largest line start whose prefix has at most ``tokens`` tokens; None when the
+    whole text has."""
+    if _prefix_tokens(tokenizer, text, len(text), tokens) <= tokens:
+        return None
+    lo, hi = 0, len(starts) - 1  # invariant: prefix(starts[lo]) <= tokens < prefix(text)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if _prefix_tokens(tokenizer, text, starts[mid], tokens) <= tokens:
+            lo = mid
+        else:
+            hi = mid - 1
+    return starts[lo]
+
+
+def _first_line_after(tokenizer: Any, text: str, starts: list[int], tokens: int) -> int:
+    """The smallest line start whose prefix has at least ``tokens`` tokens (else the end)."""
+    lo, hi = 0, len(starts)  # starts[hi] stands for len(text)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if _prefix_tokens(tokenizer, text, starts[mid], tokens) >= tokens:
+            hi = mid
+        else:
+            lo = mid + 1
+    return starts[lo] if lo < len(starts) else len(text)

@@ -6,6 +6,15 @@ The spec names the variant (an ONNX file with its io, or a transformers folder) 
 tokens to run: one prefill, then the continuation one token at a time with the cache.
 The child reports its resident-set high-water mark and its RSS just before loading the
 model (interpreter plus libraries), so the model's own share can be read off.
+
+An ONNX variant also reports where its memory goes (``profile``), read off the RSS
+between steps in the order an app takes them: the runtime (interpreter, numpy,
+onnxruntime), the tokenizer (``tokenizer.json`` through the ``tokenizers`` library, when
+the spec names one), the session (weights as the kernels hold them, prepacked), the KV
+cache (its buffers, computed from their shapes), and the arena (activations and
+scratch: what the first prefill and decode steps added beyond the cache). The high-water
+mark can exceed the final RSS: ``load_peak`` is the high-water mark right after the
+session was made (the model file's bytes and the tensors built from them overlap).
 """
 
 from __future__ import annotations
@@ -35,7 +44,7 @@ def _current_rss_bytes() -> int:
     return int(psutil.Process().memory_info().rss)
 
 
-def _run_onnx(spec: dict[str, Any]) -> int:
+def _run_onnx(spec: dict[str, Any]) -> tuple[int, dict[str, int]]:
     import numpy as np  # noqa: F401  (loaded before the baseline, like onnxruntime)
     import onnxruntime  # noqa: F401
 
@@ -44,15 +53,31 @@ def _run_onnx(spec: dict[str, Any]) -> int:
 
     io = DecoderIO.from_dict(spec["io"])
     baseline = _current_rss_bytes()
+    tokenizer = None
+    if spec.get("tokenizer"):
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(spec["tokenizer"])
+    with_tokenizer = _current_rss_bytes()
     lm = OnnxCausalLM.from_file(spec["path"], io, threads=spec["threads"],
                                 disabled_optimizers=spec.get("disabled_optimizers", ()))
-    _, past = lm.prefill(spec["prompt"], len(spec["prompt"]) + len(spec["continuation"]))
+    with_session, load_peak = _current_rss_bytes(), _peak_rss_bytes()
+    capacity = len(spec["prompt"]) + len(spec["continuation"])
+    _, past = lm.prefill(spec["prompt"], capacity)
     for token in spec["continuation"]:
         _, past = lm.step(token, past)
-    return baseline
+    done = _current_rss_bytes()
+    buffers = past.arrays if hasattr(past, "arrays") else past  # in-place cache, or the past dict
+    cache = sum(a.nbytes for a in buffers.values())
+    del tokenizer
+    profile = {"runtime": baseline, "tokenizer": with_tokenizer - baseline,
+               "session": with_session - with_tokenizer, "kv_cache": cache,
+               "arena": max(done - with_session - cache, 0), "load_peak": load_peak,
+               "final_rss": done}
+    return baseline, profile
 
 
-def _run_torch(spec: dict[str, Any]) -> int:
+def _run_torch(spec: dict[str, Any]) -> tuple[int, dict[str, int]]:
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -66,13 +91,14 @@ def _run_torch(spec: dict[str, Any]) -> int:
     _, cache = lm.prefill(spec["prompt"])
     for token in spec["continuation"]:
         _, cache = lm.step(token, cache)
-    return baseline
+    return baseline, {}
 
 
 def main() -> None:
     spec = json.loads(sys.stdin.read())
-    baseline = {"onnx": _run_onnx, "torch": _run_torch}[spec["kind"]](spec)
-    print(json.dumps({"peak_rss_bytes": _peak_rss_bytes(), "baseline_rss_bytes": baseline}))
+    baseline, profile = {"onnx": _run_onnx, "torch": _run_torch}[spec["kind"]](spec)
+    out = {"peak_rss_bytes": _peak_rss_bytes(), "baseline_rss_bytes": baseline}
+    print(json.dumps(out | ({"profile": profile} if profile else {})))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ Metrics (gated through :func:`edgeopt.validate.check_gates`):
   ``max_tokens`` tokens of the text in non-overlapping ``window``-token windows, both
   models scored on the same windows.
 - ``token_agreement``: teacher-forced; the original's greedy continuation of each prompt
-  is fed to the bundle, whose argmax must name the same next token at every step.
+  is fed to the bundle, whose argmax must name the same next token at every step. The
+  prompts open paragraphs inside the scored tokens, so calibration never sees them.
 - ``first_divergence_mean`` / ``_min``: free-running greedy of the bundle against
   transformers' ``generate``: how many tokens match before the first difference.
 - ``prefill_cosine_min`` / ``_p01`` / ``_mean``: the per-position cosine of the logits
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgeopt.decoder.evaltext import prompts_from_text, token_windows
+from edgeopt.decoder.evaltext import parity_text, prompts_from_text, token_windows
 from edgeopt.decoder.generate import OnnxCausalLM
 from edgeopt.decoder.reference import TorchCausalLM, torch_threads
 from edgeopt.errors import UsageError
@@ -53,7 +54,9 @@ def validate_decoder(candidate: OnnxCausalLM, reference: TorchCausalLM, tokenize
     config = config or DecoderEvalConfig()
     limit = candidate.io.max_positions or config.window
     windows = token_windows(tokenizer, text, config.max_tokens, min(config.window, limit))
-    prompts = [tokenizer(p)["input_ids"] for p in prompts_from_text(text, config.prompts)]
+    # Prompts from the scored lines only: the text after them is calibration's, then held out.
+    prompt_text = parity_text(tokenizer, text, config.max_tokens)
+    prompts = [tokenizer(p)["input_ids"] for p in prompts_from_text(prompt_text, config.prompts)]
     keep = max(limit - config.new_tokens, 1)  # prompt + continuation must fit the positions
     prompts = [p[-keep:] for p in prompts if p]
     nll_ref = nll_cand = 0.0

@@ -18,6 +18,7 @@ from typing import Any
 
 from edgeopt.artifact import LoadedModel
 from edgeopt.errors import ModelError, RecipeError
+from edgeopt.families import FEATURE_EXTRACTION
 from edgeopt.prepare import register_prepare
 from edgeopt.prepare.importance import block_influence, fidelity, random_scores, taylor_scores
 from edgeopt.prepare.keep_layers import select_layers
@@ -48,7 +49,8 @@ def prune(model: LoadedModel, config: PruneConfig, _workdir: Path, ctx: Any) -> 
     torch.manual_seed(config.seed)
     pruned = copy.deepcopy(model.model).eval()
     before = shapes(pruned)
-    notes: dict[str, Any] = {"data": source, "score": _score_name(config, layout)}
+    embedder = getattr(getattr(ctx.request, "src", None), "task", None) == FEATURE_EXTRACTION
+    notes: dict[str, Any] = {"data": source, "score": _score_name(config, layout, embedder)}
     if config.drop_layers:
         notes["layers_dropped"] = _drop_layers(pruned, model.tokenizer, texts, config)
     batches = _batches(model.tokenizer, texts, labels, config, layout)
@@ -75,10 +77,12 @@ def prune(model: LoadedModel, config: PruneConfig, _workdir: Path, ctx: Any) -> 
     return out
 
 
-def _score_name(config: PruneConfig, layout: str) -> str:
+def _score_name(config: PruneConfig, layout: str, embedder: bool = False) -> str:
     if config.score == "random":
         return "random (baseline)"
     units = "gradient x activation (first-order Taylor) for heads and FFN neurons"
+    if layout == ENCODER_LAYOUT and embedder:
+        return f"{units}; loss: the squared norm of the pooled embedding (no labels to score against)"
     if layout == ENCODER_LAYOUT:
         return f"{units}; loss: cross-entropy to the label, or the model's own prediction"
     return f"{units}; loss: next-token cross-entropy" + (
