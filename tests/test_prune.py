@@ -316,4 +316,5 @@ def test_the_record_names_the_loss_an_embedder_is_scored_by(bert):
     ctx = _ctx()
     ctx.request.src = types.SimpleNamespace(task="feature-extraction")
     prune(bert, PruneConfig(ffn=0.5), None, ctx)
-    assert "pooled embedding" in ctx.record.notes["score"] and "cross-entropy" not in ctx.record.notes["score"]
+    score = ctx.record.notes["score"]
+    assert "pooled embedding" in score and "cross-entropy" not in score
