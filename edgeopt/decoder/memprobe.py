@@ -69,7 +69,7 @@ def _run_onnx(spec: dict[str, Any]) -> tuple[int, dict[str, int]]:
     done = _current_rss_bytes()
     buffers = past.arrays if hasattr(past, "arrays") else past  # in-place cache, or the past dict
     cache = sum(a.nbytes for a in buffers.values())
-    del tokenizer
+    del tokenizer  # held until here, so the RSS read after decode still counts it
     profile = {"runtime": baseline, "tokenizer": with_tokenizer - baseline,
                "session": with_session - with_tokenizer, "kv_cache": cache,
                "arena": max(done - with_session - cache, 0), "load_peak": load_peak,
