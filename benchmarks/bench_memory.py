@@ -7,7 +7,10 @@ uses) on each bundle of the bench-peers cache (``benchmarks/peers/artifacts.py``
 once): the bundle's tokenizer.json loaded with the ``tokenizers`` library, the session
 made as the bundle's manifest says, a 128-token prefill of WikiText-2 text and 64 decode
 steps with the KV cache, 2 threads. Reports peak RSS (VmHWM) and its parts, the median
-of ``--repeats`` fresh processes with the spread. Results: benchmarks/results/memory.json.
+of ``--repeats`` fresh processes with the spread, and the median decode step. Each bundle
+runs twice, interleaved: with edgeopt's heap settings (``edgeopt/heap.py``: glibc's mmap
+threshold fixed, the heap trimmed after each load; what ``edgeopt generate`` does) and
+with glibc's defaults. Results: benchmarks/results/memory.json.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from bench_peers import EDGEOPT_RECIPES  # noqa: E402
 from peers import artifacts  # noqa: E402
 
 PARTS = ("runtime", "tokenizer", "session", "kv_cache", "arena", "final_rss", "load_peak")
+HEAPS = {"edgeopt heap": True, "glibc default": False}  # the memprobe spec's tune_heap
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -58,14 +62,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "tokenizer": str(bundle / "tokenizer.json"),
                 "disabled_optimizers": list((manifest.get("session_options") or {})
                                             .get("disabled_optimizers") or [])}
-        runs = [probe_memory(spec, tokens, threads=2) for _ in range(args.repeats)]
-        peaks = [r["peak_rss_bytes"] / 1e6 for r in runs]
-        rows[target] = {"file_mb": (bundle / manifest["model"]).stat().st_size / 1e6,
-                        "peak_rss_mb": {"median": statistics.median(peaks), "min": min(peaks),
-                                        "max": max(peaks)},
-                        "profile_mb": {k: statistics.median(r["profile"][k] / 1e6 for r in runs)
-                                       for k in PARTS}, "runs": runs}
-        _log(f"{target}: peak {statistics.median(peaks):.0f} MB")
+        runs: dict[str, list[dict[str, Any]]] = {heap: [] for heap in HEAPS}
+        for _ in range(args.repeats):  # interleaved, so drift on the machine hits both alike
+            for heap, tune in HEAPS.items():
+                runs[heap].append(probe_memory(spec | {"tune_heap": tune}, tokens,
+                                               threads=2))
+        for heap, heap_runs in runs.items():
+            rows[f"{target} ({heap})"] = _row(bundle / manifest["model"], heap_runs)
+            _log(f"{target} ({heap}): peak {rows[f'{target} ({heap})']['peak_rss_mb']['median']:.0f} MB")
     result = {"machine": machine(), "command": " ".join(["bench_memory.py", *(argv or sys.argv[1:])]),
               "tokens": {"prompt": 128, "decode": 64, "threads": 2}, "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -76,13 +80,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return result
 
 
+def _row(model: Path, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    peaks = [r["peak_rss_bytes"] / 1e6 for r in runs]
+    return {"file_mb": model.stat().st_size / 1e6,
+            "peak_rss_mb": {"median": statistics.median(peaks), "min": min(peaks), "max": max(peaks)},
+            "profile_mb": {k: statistics.median(r["profile"][k] / 1e6 for r in runs) for k in PARTS},
+            "decode_step_ms": statistics.median(r["decode_step_s"] * 1e3 for r in runs),
+            "runs": runs}
+
+
 def markdown(result: dict[str, Any]) -> str:
-    lines = ["| target | file MB | peak RSS MB (min-max) | runtime | tokenizer | session (weights) | "
-             "KV cache | arena | RSS after decode | load peak |", "|---|" + "---:|" * 9]
+    lines = ["| target (heap) | file MB | peak RSS MB (min-max) | runtime | tokenizer | session "
+             "(weights) | KV cache | arena | RSS after decode | load peak | decode step ms |",
+             "|---|" + "---:|" * 10]
     for target, r in result["rows"].items():
         peak, prof = r["peak_rss_mb"], r["profile_mb"]
         lines.append(f"| {target} | {r['file_mb']:.1f} | {peak['median']:.0f} ({peak['min']:.0f}-"
-                     f"{peak['max']:.0f}) | " + " | ".join(f"{prof[k]:.1f}" for k in PARTS) + " |")
+                     f"{peak['max']:.0f}) | " + " | ".join(f"{prof[k]:.1f}" for k in PARTS)
+                     + f" | {r['decode_step_ms']:.2f} |")
     return "\n".join(lines)
 
 

@@ -210,11 +210,13 @@ def generate_cmd(bundle: str, prompt: str, max_new_tokens: int, temperature: flo
                  top_k: int, top_p: float, seed: int | None, threads: int) -> None:
     """Continue PROMPT with a compiled text-generation BUNDLE (greedy by default)."""
     from edgeopt.decoder.generate import OnnxCausalLM, SamplingConfig
+    from edgeopt.heap import release_large_frees
 
     if temperature is None and (top_k or top_p < 1.0 or seed is not None):
         raise UsageError("--top-k, --top-p and --seed shape sampling: add --temperature "
                          "(without it decoding is greedy)")
     sampling = None if temperature is None else SamplingConfig(temperature, top_k, top_p, seed)
+    release_large_frees()  # this process only runs the model: keep load-time copies off the heap
     lm = OnnxCausalLM.from_bundle(bundle, threads=threads)
     click.echo(prompt + lm.generate_text(prompt, max_new_tokens, sampling))
 

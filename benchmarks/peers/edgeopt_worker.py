@@ -27,7 +27,11 @@ class EdgeoptWorker:
         from edgeopt.bundle import bundle_file, read_manifest
         from edgeopt.decoder.generate import OnnxCausalLM
         from edgeopt.decoder.io import DecoderIO
+        from edgeopt.heap import release_large_frees
         from edgeopt.runtime import make_session
+
+        if req.get("release_large_frees", True):
+            release_large_frees()  # as `edgeopt generate` does (edgeopt/heap.py)
 
         bundle = Path(req["bundle"])
         manifest = read_manifest(bundle)

@@ -104,7 +104,8 @@ class DecoderBenchResult:
             lines += ["", "Where the memory goes (MB of RSS, read between steps in the probe: runtime = "
                       "interpreter, numpy and onnxruntime; session = weights as the kernels hold them; "
                       "arena = activations and scratch beyond the KV cache; load peak = the high-water "
-                      "mark right after the session was made):", "",
+                      "mark right after the session was made; with edgeopt's heap settings, as "
+                      "`edgeopt generate` runs: edgeopt/heap.py):", "",
                       "| variant | " + " | ".join(_PROFILE.values()) + " |",
                       "|---|" + "---:|" * len(_PROFILE)]
             for name, prof in profiles.items():
@@ -157,7 +158,7 @@ def bench_decoder(onnx_variants: dict[str, Path], io: DecoderIO, torch_lm: Torch
     return DecoderBenchResult(cfg, prefill_stats, per_token, memory, files, baseline, subject)
 
 
-def probe_memory(spec: dict[str, Any], tokens: BenchTokens, threads: int) -> dict[str, int]:
+def probe_memory(spec: dict[str, Any], tokens: BenchTokens, threads: int) -> dict[str, Any]:
     """Run :mod:`edgeopt.decoder.memprobe` on one variant; returns its RSS figures."""
     spec = spec | {"prompt": list(tokens.prompt), "continuation": list(tokens.continuation),
                    "threads": threads}

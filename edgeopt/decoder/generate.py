@@ -122,6 +122,7 @@ class OnnxCausalLM:
         """Load a compiled bundle: manifest (hashes checked), graph and tokenizer."""
         from transformers import AutoTokenizer
 
+        from edgeopt import heap
         from edgeopt.bundle import bundle_file, read_manifest
 
         bundle = Path(bundle)
@@ -131,10 +132,13 @@ class OnnxCausalLM:
                               "generator; compile a causal LM to generate")
         io = DecoderIO.from_dict(manifest["decoder"])
         tokenizer = AutoTokenizer.from_pretrained(str(bundle), local_files_only=True)
+        heap.trim()  # the JSON parse's freed blocks go back before the session's load peaks
         providers = manifest.get("providers") or ("CPUExecutionProvider",)
         disabled = (manifest.get("session_options") or {}).get("disabled_optimizers") or ()
-        return cls.from_file(bundle_file(bundle, manifest["model"]), io, tokenizer, threads,
-                             providers, disabled)
+        lm = cls.from_file(bundle_file(bundle, manifest["model"]), io, tokenizer, threads,
+                           providers, disabled)
+        heap.trim()
+        return lm
 
     # -- graph calls ---------------------------------------------------------------------------
     def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray, position_ids: np.ndarray,

@@ -15,13 +15,21 @@ cache (its buffers, computed from their shapes), and the arena (activations and
 scratch: what the first prefill and decode steps added beyond the cache). The high-water
 mark can exceed the final RSS: ``load_peak`` is the high-water mark right after the
 session was made (the model file's bytes and the tensors built from them overlap).
+
+The child fixes glibc's mmap threshold first and trims the heap after the tokenizer and
+after the session (:mod:`edgeopt.heap`), as ``edgeopt generate`` does, unless the spec
+says ``"tune_heap": false`` (benchmarks set that to show what glibc's default costs). It
+also reports the median decode step, so a heap setting that saved memory at the price of
+speed would show.
 """
 
 from __future__ import annotations
 
 import json
 import resource
+import statistics
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -44,13 +52,17 @@ def _current_rss_bytes() -> int:
     return int(psutil.Process().memory_info().rss)
 
 
-def _run_onnx(spec: dict[str, Any]) -> tuple[int, dict[str, int]]:
+def _run_onnx(spec: dict[str, Any]) -> dict[str, Any]:
     import numpy as np  # noqa: F401  (loaded before the baseline, like onnxruntime)
     import onnxruntime  # noqa: F401
 
+    from edgeopt import heap
     from edgeopt.decoder.generate import OnnxCausalLM
     from edgeopt.decoder.io import DecoderIO
 
+    tune = spec.get("tune_heap", True)
+    if tune:
+        heap.release_large_frees()
     io = DecoderIO.from_dict(spec["io"])
     baseline = _current_rss_bytes()
     tokenizer = None
@@ -58,14 +70,21 @@ def _run_onnx(spec: dict[str, Any]) -> tuple[int, dict[str, int]]:
         from tokenizers import Tokenizer
 
         tokenizer = Tokenizer.from_file(spec["tokenizer"])
+        if tune:
+            heap.trim()
     with_tokenizer = _current_rss_bytes()
     lm = OnnxCausalLM.from_file(spec["path"], io, threads=spec["threads"],
                                 disabled_optimizers=spec.get("disabled_optimizers", ()))
+    if tune:
+        heap.trim()
     with_session, load_peak = _current_rss_bytes(), _peak_rss_bytes()
     capacity = len(spec["prompt"]) + len(spec["continuation"])
     _, past = lm.prefill(spec["prompt"], capacity)
+    steps = []
     for token in spec["continuation"]:
+        start = time.perf_counter()
         _, past = lm.step(token, past)
+        steps.append(time.perf_counter() - start)
     done = _current_rss_bytes()
     buffers = past.arrays if hasattr(past, "arrays") else past  # in-place cache, or the past dict
     cache = sum(a.nbytes for a in buffers.values())
@@ -74,10 +93,11 @@ def _run_onnx(spec: dict[str, Any]) -> tuple[int, dict[str, int]]:
                "session": with_session - with_tokenizer, "kv_cache": cache,
                "arena": max(done - with_session - cache, 0), "load_peak": load_peak,
                "final_rss": done}
-    return baseline, profile
+    out: dict[str, Any] = {"baseline_rss_bytes": baseline, "profile": profile}
+    return out | ({"decode_step_s": statistics.median(steps)} if steps else {})
 
 
-def _run_torch(spec: dict[str, Any]) -> tuple[int, dict[str, int]]:
+def _run_torch(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -91,14 +111,13 @@ def _run_torch(spec: dict[str, Any]) -> tuple[int, dict[str, int]]:
     _, cache = lm.prefill(spec["prompt"])
     for token in spec["continuation"]:
         _, cache = lm.step(token, cache)
-    return baseline, {}
+    return {"baseline_rss_bytes": baseline}
 
 
 def main() -> None:
     spec = json.loads(sys.stdin.read())
-    baseline, profile = {"onnx": _run_onnx, "torch": _run_torch}[spec["kind"]](spec)
-    out = {"peak_rss_bytes": _peak_rss_bytes(), "baseline_rss_bytes": baseline}
-    print(json.dumps(out | ({"profile": profile} if profile else {})))
+    out = {"onnx": _run_onnx, "torch": _run_torch}[spec["kind"]](spec)
+    print(json.dumps({"peak_rss_bytes": _peak_rss_bytes()} | out))
 
 
 if __name__ == "__main__":
