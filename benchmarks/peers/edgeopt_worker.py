@@ -24,14 +24,13 @@ class EdgeoptWorker:
         self.lm: Any = None
 
     def load(self, req: dict[str, Any]) -> dict[str, Any]:
+        from edgeopt import heap
         from edgeopt.bundle import bundle_file, read_manifest
         from edgeopt.decoder.generate import OnnxCausalLM
         from edgeopt.decoder.io import DecoderIO
-        from edgeopt.heap import release_large_frees
         from edgeopt.runtime import make_session
 
-        if req.get("release_large_frees", True):
-            release_large_frees()  # as `edgeopt generate` does (edgeopt/heap.py)
+        heap.release_large_frees()  # as `edgeopt generate` does (edgeopt/heap.py)
 
         bundle = Path(req["bundle"])
         manifest = read_manifest(bundle)
@@ -40,6 +39,7 @@ class EdgeoptWorker:
         session = make_session(model, threads=req["threads"], spinning=True,
                                providers=manifest.get("providers") or ("CPUExecutionProvider",),
                                disabled_optimizers=disabled)
+        heap.trim()
         self.lm = OnnxCausalLM(session, DecoderIO.from_dict(manifest["decoder"]))
         return {"file_bytes": model.stat().st_size, "runtime": _ort_version()}
 
