@@ -1,7 +1,7 @@
 """Decoder gates on text no compile read: each target's parity metrics on the held-out part
 of WikiText-2, in several disjoint chunks, beside the same metrics on the gate's own text.
 
-    python benchmarks/bench_heldout.py [--targets arm64-int4,x86-int8] [--chunks 4]
+    python benchmarks/bench_heldout.py [--targets arm64-int4-fast,arm64-int4,x86-int8] [--chunks 4]
 
 A compile of SmolLM2 reads the eval text's first 16,384 tokens (the gates: perplexity
 windows, and prompts from the lines they cover) and the 8,192 after them (calibration);
@@ -97,7 +97,7 @@ def summarize(values: list[float]) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--targets", default="arm64-int4,x86-int8")
+    p.add_argument("--targets", default="arm64-int4-fast,arm64-int4,x86-int8")
     p.add_argument("--chunks", type=int, default=4)
     p.add_argument("--text", type=Path, default=SHARED / "data" / "wikitext-2-raw" / "wiki.test.raw")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "heldout.json")

@@ -1,6 +1,6 @@
 """Where a decoder bundle's memory goes during generation, per target, each in a fresh process.
 
-    python benchmarks/bench_memory.py [--targets arm64-int4,int4-all4,x86-int8] [--repeats 3]
+    python benchmarks/bench_memory.py [--targets arm64-int4-fast,arm64-int4,x86-int8] [--repeats 3]
 
 Runs :mod:`edgeopt.decoder.memprobe` (the probe the compile report's throughput section
 uses) on each bundle of the bench-peers cache (``benchmarks/peers/artifacts.py``, compiled
@@ -36,7 +36,7 @@ HEAPS = {"edgeopt heap": True, "glibc default": False}  # the memprobe spec's tu
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--targets", default="arm64-int4,int4-all4,x86-int8")
+    p.add_argument("--targets", default="arm64-int4-fast,arm64-int4,x86-int8")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--text", type=Path, default=SHARED / "data" / "wikitext-2-raw" / "wiki.test.raw")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "memory.json")

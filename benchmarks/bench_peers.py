@@ -2,10 +2,11 @@
 
     make peers-env                   # once: .venv-peers with onnxruntime-genai and node-llama-cpp
     python benchmarks/bench_peers.py [--quick]
-        [--variants arm64-int4,int4-all4,x86-int8,x86-fp32,pytorch,genai,q8_0,q4_0]
+        [--variants arm64-int4-fast,arm64-int4,x86-int8,x86-fp32,pytorch,genai,q8_0,q4_0]
+        (on request too: int4-all4, x86-int8-b32, benchmark recipes)
 
-Rows: edgeopt arm64-int4, int4-all4 (benchmarks/recipes/arm64-int4-all4.yaml: every
-projection 4-bit), x86-int8 (every projection 8-bit) and x86-fp32 bundles, PyTorch eager
+Rows: edgeopt arm64-int4-fast (every projection 4-bit), arm64-int4, x86-int8 (every
+projection 8-bit) and x86-fp32 bundles, PyTorch eager
 fp32, onnxruntime-genai's model builder INT4 (accuracy level 4) and llama.cpp Q8_0/Q4_0
 (node-llama-cpp prebuilt binaries). Speed: greedy decoding of --new-tokens after a
 --prompt-tokens prompt, batch 1, --threads threads; decode tok/s counts the single-token
@@ -46,10 +47,13 @@ from peers.variants import (  # noqa: E402
     torch_variant,
 )
 
-ALL = ("arm64-int4", "int4-all4", "x86-int8", "x86-fp32", "pytorch", "genai", "q8_0", "q4_0")
-EDGEOPT_TARGETS = ("arm64-int4", "x86-int8", "x86-fp32")
-# Not shipped: every projection and the head 4-bit, the fast end of the bit layouts.
-EDGEOPT_RECIPES = {"int4-all4": REPO / "benchmarks" / "recipes" / "arm64-int4-all4.yaml"}
+EDGEOPT_TARGETS = ("arm64-int4-fast", "arm64-int4", "x86-int8", "x86-fp32")
+# Benchmark recipes, on request only: session 15's fast end (block 128, no scale search)
+# and x86-int8 with Q8_0's 8-bit block of 32.
+EDGEOPT_RECIPES = {"int4-all4": REPO / "benchmarks" / "recipes" / "arm64-int4-all4.yaml",
+                   "x86-int8-b32": REPO / "benchmarks" / "recipes" / "x86-int8-b32.yaml"}
+DEFAULT = (*EDGEOPT_TARGETS, "pytorch", "genai", "q8_0", "q4_0")
+ALL = (*DEFAULT, *EDGEOPT_RECIPES)
 TORCH_KEY = "pytorch"
 BASELINE = EDGEOPT_PREFIX + "x86-fp32"  # the fp32 ONNX graph: what "× fp32 ONNX" divides by
 FULL = {"prompt_tokens": 128, "new_tokens": 64, "prompts": 4, "windows": 16, "window": 512,
@@ -61,7 +65,7 @@ QUICK = {"prompt_tokens": 16, "new_tokens": 4, "prompts": 2, "windows": 2, "wind
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="smoke run: tiny token counts, figures mean nothing")
-    p.add_argument("--variants", default=",".join(ALL), help=f"comma-separated subset of {','.join(ALL)}")
+    p.add_argument("--variants", default=",".join(DEFAULT), help=f"comma-separated subset of {','.join(ALL)}")
     p.add_argument("--model", type=Path, help="Hugging Face folder (default: the zoo's SmolLM2)")
     p.add_argument("--gguf", type=Path, help="GGUF the llama.cpp rows requantize (default: the zoo's Q4_1)")
     p.add_argument("--text", type=Path, default=SHARED / "data" / "wikitext-2-raw" / "wiki.test.raw")

@@ -148,6 +148,10 @@ class WeightOnlyInt4Config:
     symmetric: bool = True
     # Bits of every MatMul not named in int8_nodes: 4, or 8 for weight-only INT8.
     bits: int = 4
+    # The largest block an 8-bit MatMul takes: the largest power of two up to it that
+    # divides K. The int8 activations inside the kernel are scaled per block too, so a
+    # smaller block is more faithful (llama.cpp's Q8_0 uses 32).
+    int8_block_size: int = 128
     # MatMulNBits compute type: 0 = as input (fp32), 4 = int8 activations (fast on CPU).
     accuracy_level: int = 4
     # rtn: round to nearest (data-free); gptq: edgeopt's GPTQ with scales
@@ -172,6 +176,8 @@ class WeightOnlyInt4Config:
             self.block_size in (16, 32, 64, 128, 256),
             "quantize.block_size must be a power of two in 16..256",
         )
+        check(self.int8_block_size in (16, 32, 64, 128),
+              "quantize.int8_block_size must be a power of two in 16..128")
         check(self.accuracy_level in (0, 1, 2, 3, 4), "quantize.accuracy_level must be 0..4")
         check(self.algorithm in ("rtn", "hqq", "gptq"), "quantize.algorithm must be rtn|hqq|gptq")
         check(self.bits in (4, 8), "quantize.bits must be 4 or 8")

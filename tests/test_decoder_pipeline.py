@@ -155,3 +155,29 @@ def test_x86_int8_gives_a_decoder_8_bit_weights_and_one_shared_table(tiny_llama_
     assert [n.op_type for n in graph.node].count("GatherBlockQuantized") == 1
     assert report.parity["metrics"]["perplexity_ratio"] < 1.01
     assert report.to_dict()["recipe"]["decoder_quantize"]["bits"] == 8
+
+
+def test_arm64_int4_fast_gives_every_projection_4_bits_at_block_64(tiny_llama_lm, tmp_path):
+    import dataclasses
+
+    from edgeopt.targets import load_target
+
+    recipe = dataclasses.replace(load_target("arm64-int4-fast"), bench=BenchConfig(
+        seq_len=16, decode_tokens=4, warmup=1, repeats=3, torch_baseline=False))
+    report = edgeopt.compile(str(tiny_llama_lm), recipe=recipe, out=tmp_path / "b",
+                             decoder_eval=SMALL_EVAL, fail_on_parity=False)
+    model = tmp_path / "b" / "model.onnx"
+    graph = onnx.load(str(model)).graph
+    bits = nbits_projections(model)
+    # The fast end: nothing is kept at 8 bits, the head included, and every kernel reads
+    # 64-wide blocks; with a 4-bit head the tied table is its own 4-bit lookup.
+    assert len(bits) == 15 and set(bits.values()) == {4}
+    blocks = {onnx.helper.get_attribute_value(a) for n in graph.node if n.op_type == "MatMulNBits"
+              for a in n.attribute if a.name == "block_size"}
+    assert blocks == {64}
+    lookups = [n for n in graph.node if n.op_type == "GatherBlockQuantized"]
+    tables = {t.name: t.data_type for t in graph.initializer}
+    assert len(lookups) == 1
+    assert tables[lookups[0].input[0]] in (onnx.TensorProto.INT4, onnx.TensorProto.UINT4)
+    notes = next(p["notes"] for p in report.passes if p["name"] == "quantize")
+    assert notes["data_aware_nodes"] == 15  # GPTQ (with the scale search) on every projection

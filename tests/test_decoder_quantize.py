@@ -113,6 +113,31 @@ def test_gptq_keeps_named_projections_at_8_bits_and_stores_a_tied_table_once(tin
     np.testing.assert_allclose(step, lm.logits(ids)[0, -1], atol=1e-4)
 
 
+@pytest.mark.parametrize(("largest", "expected"), [(128, {64, 128}), (32, {32})])
+def test_8_bit_blocks_are_the_largest_dividing_k_up_to_int8_block_size(tiny_llama_onnx, tmp_path,
+                                                                       largest, expected):
+    path, io, _ = tiny_llama_onnx
+    record = PassRecord("quantize", {})
+    untied = untie_lm_head(OnnxArtifact(path), tmp_path, record)
+    config = WeightOnlyInt4Config(bits=8, int8_block_size=largest, share_embedding=True)
+    quantized = quantize(untied, config, tmp_path, record)
+    graph = onnx.load(str(quantized.path)).graph
+    blocks = {n.op_type: set() for n in graph.node}
+    for n in graph.node:
+        for a in n.attribute:
+            if a.name == "block_size":
+                blocks[n.op_type].add(onnx.helper.get_attribute_value(a))
+    # The tiny Llama's K is 64 (hidden) or 128 (MLP's down): blocks of 64 and 128 by
+    # default; capped at 32, every product and the shared lookup read blocks of 32.
+    assert blocks["MatMulNBits"] == expected
+    assert blocks["GatherBlockQuantized"] == ({64} if largest == 128 else {32})
+    lm = OnnxCausalLM.from_file(quantized.path, io, threads=1)
+    ids = np.arange(3, 11, dtype=np.int64)[None]
+    last, past = lm.prefill(ids[0, :-1].tolist())
+    step, _ = lm.step(int(ids[0, -1]), past)
+    np.testing.assert_allclose(step, lm.logits(ids)[0, -1], atol=1e-4)
+
+
 def test_gptq_without_calibration_rows_is_a_data_error(tiny_llama_onnx, tmp_path):
     from edgeopt.errors import DataError
 

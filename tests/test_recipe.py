@@ -68,6 +68,8 @@ def test_quant_method_selects_config_type():
         ({"name": "r", "description": "d", "quantize": {"method": "weight-only-int4",
                                                        "block_size": 100}}, "block_size"),
         ({"name": "r", "description": "d", "quantize": {"method": "weight-only-int4",
+                                                       "int8_block_size": 256}}, "int8_block_size"),
+        ({"name": "r", "description": "d", "quantize": {"method": "weight-only-int4",
                                                        "smooth_alpha": 1.0}}, "must be in [0, 1)"),
     ],
 )

@@ -5,7 +5,8 @@ and a tied word table stored once; MatMulNBits that share an input are then merg
 
 Every MatMul whose second input is a float initializer becomes ``MatMulNBits(x, B,
 scales)`` with the codes from :mod:`edgeopt.quant.blockquant`. 8-bit MatMuls take the
-largest block dividing K (no stored padding); 4-bit ones the recipe's block.
+largest block dividing K up to ``int8_block_size`` (no stored padding); 4-bit ones the
+recipe's block.
 
 A tied embedding and LM head (same table) are stored once when the head is 8-bit: the
 embedding becomes ``GatherBlockQuantized`` over the head's own ``B`` reshaped to
@@ -62,7 +63,8 @@ def plan_weights(model: Any, config: WeightOnlyInt4Config) -> list[WeightPlan]:
         k = int(init.dims[0])
         aware = config.algorithm == "gptq"
         if config.bits == 8 or is_int8_node(node.name, config.int8_nodes):
-            plans.append(WeightPlan(node.name, node.input[1], 8, block_for(k), aware and config.bits == 8))
+            plans.append(WeightPlan(node.name, node.input[1], 8, block_for(k, config.int8_block_size),
+                                    aware and config.bits == 8))
         else:
             plans.append(WeightPlan(node.name, node.input[1], 4, config.block_size, aware))
     return plans
