@@ -29,14 +29,16 @@ def machine() -> str:
     import os
 
     cpu = platform.processor() or platform.machine()
+    isa = ""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        cpu = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), cpu)
+        flags = set(next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")), []))
+        # The int8 and 4-bit kernels differ by these, and so do timings and rounding.
+        isa = ", ".join(f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags)
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
+    return f"{cpu} ({isa or 'ISA unknown'}), {os.cpu_count()} cores, {platform.system()} {platform.release()}"
 
 
 def compile_targets(model: str, targets: list[str], eval_data: str | None, tmp: Path,

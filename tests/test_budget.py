@@ -235,7 +235,7 @@ def test_compile_with_a_budget_reports_what_it_kept(tiny_classifier, tmp_path):
 @pytest.mark.real
 @pytest.mark.slow
 def test_max_accuracy_drop_is_met_on_real_minilm(tmp_path):
-    # android-int8 without its outlier split loses 0.9 points on SST-2 (97.9% agreement):
+    # android-int8 without its outlier split loses 0.46-0.9 points on SST-2 (by CPU):
     # the search must keep a few MatMuls at 16-bit activations to get within 0.3 points.
     import dataclasses
 
@@ -253,6 +253,13 @@ def test_max_accuracy_drop_is_met_on_real_minilm(tmp_path):
     assert report.passed and budget["met"]
     assert report.parity["metrics"]["accuracy_drop"] <= 0.003
     assert budget["trials"][0]["metrics"]["accuracy_drop"] > 0.003  # the plain model missed it
-    assert 0 < len(budget["kept_nodes"]) <= 12 and budget["precision"] == "16-bit activations"
+    # How many units the search keeps rides on one or two dev rows (872 rows: 0.003 is 2.6
+    # rows): 12 nodes on AVX2 CPUs, 17 of 38 MatMuls on an AVX-512 VNNI one, whose plain
+    # model already loses only 0.46 points. What holds on both: it keeps some but not all,
+    # and the most units it tried below that count missed the budget.
+    kept = len(budget["kept"])
+    assert 0 < kept < budget["candidates"] and budget["precision"] == "16-bit activations"
+    fewer = max((t for t in budget["trials"] if t["kept_units"] < kept), key=lambda t: t["kept_units"])
+    assert not fewer["passed"]  # the most units tried below it missed the budget
     assert report.sizes["bundle model.onnx"] <= 25e6
     assert "| kept | op |" in (tmp_path / "b" / "report.md").read_text()

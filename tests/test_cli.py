@@ -97,7 +97,8 @@ def test_folder_that_is_no_model(runner, tmp_path):
 
 def test_unknown_target_lists_valid_ones(runner, tiny_classifier, tmp_path):
     result, out = _bad(runner, [str(tiny_classifier), "-t", "arm64-int9"], tmp_path)
-    _assert_one_line_exit_2(result, out, "valid targets: android-int8, arm64-int4, arm64-int8")
+    _assert_one_line_exit_2(result, out,
+                            "valid targets: android-int8, arm64-int4, arm64-int4-fast, arm64-int8")
 
 
 def test_malformed_eval_data(runner, tiny_classifier, tmp_path):
