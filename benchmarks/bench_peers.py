@@ -6,9 +6,8 @@
         (on request too: int4-all4, x86-int8-b32, benchmark recipes)
 
 Rows: edgeopt arm64-int4-fast (every projection 4-bit), arm64-int4, x86-int8 (every
-projection 8-bit) and x86-fp32 bundles, PyTorch eager
-fp32, onnxruntime-genai's model builder INT4 (accuracy level 4) and llama.cpp Q8_0/Q4_0
-(node-llama-cpp prebuilt binaries). Speed: greedy decoding of --new-tokens after a
+projection 8-bit) and x86-fp32 bundles, PyTorch eager fp32, onnxruntime-genai's model
+builder INT4 (accuracy level 4) and llama.cpp Q8_0/Q4_0 (node-llama-cpp prebuilt binaries). Speed: greedy decoding of --new-tokens after a
 --prompt-tokens prompt, batch 1, --threads threads; decode tok/s counts the single-token
 steps after the first token (median and IQR over --repeats runs after --warmup). Quality:
 teacher-forced on the same held-out WikiText-2 windows (after the text edgeopt's compiles
