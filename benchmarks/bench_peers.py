@@ -7,13 +7,14 @@
 
 Rows: edgeopt arm64-int4-fast (every projection 4-bit), arm64-int4, x86-int8 (every
 projection 8-bit) and x86-fp32 bundles, PyTorch eager fp32, onnxruntime-genai's model
-builder INT4 (accuracy level 4) and llama.cpp Q8_0/Q4_0 (node-llama-cpp prebuilt binaries). Speed: greedy decoding of --new-tokens after a
---prompt-tokens prompt, batch 1, --threads threads; decode tok/s counts the single-token
-steps after the first token (median and IQR over --repeats runs after --warmup). Quality:
-teacher-forced on the same held-out WikiText-2 windows (after the text edgeopt's compiles
-validate and calibrate on; prompts follow them), tokenized once by the Hugging Face
-tokenizer, against PyTorch fp32: perplexity ratio and top-1 next-token agreement. Peak RSS
-is each worker process's VmHWM after loading and greedy decoding (before scoring).
+builder INT4 (accuracy level 4) and llama.cpp Q8_0/Q4_0 (node-llama-cpp prebuilt
+binaries). Speed: greedy decoding of --new-tokens after a --prompt-tokens prompt, batch 1,
+--threads threads; decode tok/s counts the single-token steps after the first token
+(median and IQR over --repeats runs after --warmup). Quality: teacher-forced on the same
+held-out WikiText-2 windows (after the text edgeopt's compiles validate and calibrate on;
+prompts follow them), tokenized once by the Hugging Face tokenizer, against PyTorch fp32:
+perplexity ratio and top-1 next-token agreement. Peak RSS is each worker process's VmHWM
+after loading and greedy decoding (before scoring).
 
 Figures are this machine's x86-64 CPU, not a phone. Results: benchmarks/results/peers.json
 (--quick: peers-quick.json, a smoke run with tiny token counts whose figures mean nothing).
