@@ -3,6 +3,9 @@ of WikiText-2, in several disjoint chunks, beside the same metrics on the gate's
 
     python benchmarks/bench_heldout.py [--targets arm64-int4-fast,arm64-int4,x86-int8] [--chunks 4]
 
+A target may also be a recipe file (``benchmarks/recipes/x86-int8-b32.yaml``): a variant
+scored beside the shipped targets.
+
 A compile of SmolLM2 reads the eval text's first 16,384 tokens (the gates: perplexity
 windows, and prompts from the lines they cover) and the 8,192 after them (calibration);
 the recipes were tuned on those gate figures. Everything after is held out
@@ -110,14 +113,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from edgeopt.decoder.generate import OnnxCausalLM
     from edgeopt.decoder.reference import TorchCausalLM
     from edgeopt.decoder.validate import DecoderEvalConfig, validate_decoder
+    from edgeopt.recipe_yaml import load_recipe_file
     from edgeopt.targets import load_target
 
     cfg = DecoderEvalConfig()
     model = zoo.fetch("smollm2", log=_log)
     text = args.text.read_text(encoding="utf-8")
     tokenizer = AutoTokenizer.from_pretrained(str(model), local_files_only=True)
-    targets = [t for t in args.targets.split(",") if t]
-    bundles = {t: artifacts.edgeopt_bundle(model, t, args.text, cfg, _log) for t in targets}
+    recipes = {t: load_recipe_file(Path(t)) if t.endswith((".yaml", ".yml")) else load_target(t)
+               for t in args.targets.split(",") if t}
+    bundles = {r.name: artifacts.edgeopt_bundle(model, Path(t) if t.endswith((".yaml", ".yml")) else t,
+                                                args.text, cfg, _log) for t, r in recipes.items()}
+    gates = {r.name: r.gates.for_task("text-generation") for r in recipes.values()}
     lms = {t: OnnxCausalLM.from_bundle(b, threads=cfg.threads) for t, b in bundles.items()}
     torch_model = AutoModelForCausalLM.from_pretrained(str(model), dtype=torch.float32,
                                                        local_files_only=True).eval()
@@ -129,9 +136,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name, part, offset in parts:
         reference.clear()
         for target, lm in lms.items():
-            gates = load_target(target).gates.for_task("text-generation")
             start = time.perf_counter()
-            result = validate_decoder(lm, reference, tokenizer, part, name, gates, cfg)
+            result = validate_decoder(lm, reference, tokenizer, part, name, gates[target], cfg)
             rows.append({"target": target, "part": name, "char_offset": offset,
                          "described": result.source, "passed": result.passed,
                          "metrics": result.metrics, "seconds": time.perf_counter() - start,

@@ -48,10 +48,11 @@ from peers.variants import (  # noqa: E402
 )
 
 EDGEOPT_TARGETS = ("arm64-int4-fast", "arm64-int4", "x86-int8", "x86-fp32")
-# Benchmark recipes, on request only: session 15's fast end (block 128, no scale search)
-# and x86-int8 with Q8_0's 8-bit block of 32.
+# Benchmark recipes, on request only: session 15's fast end (block 128, no scale search),
+# x86-int8 with Q8_0's 8-bit block of 32 alone, and with smoothing before down_proj only.
 EDGEOPT_RECIPES = {"int4-all4": REPO / "benchmarks" / "recipes" / "arm64-int4-all4.yaml",
-                   "x86-int8-b32": REPO / "benchmarks" / "recipes" / "x86-int8-b32.yaml"}
+                   "x86-int8-b32": REPO / "benchmarks" / "recipes" / "x86-int8-b32.yaml",
+                   "x86-int8-no-groups": REPO / "benchmarks" / "recipes" / "x86-int8-no-groups.yaml"}
 DEFAULT = (*EDGEOPT_TARGETS, "pytorch", "genai", "q8_0", "q4_0")
 ALL = (*DEFAULT, *EDGEOPT_RECIPES)
 TORCH_KEY = "pytorch"

@@ -167,6 +167,10 @@ class WeightOnlyInt4Config:
     # SmoothQuant migration strength for the gated MLP product before each down
     # projection (quant/smooth_act); 0 = off. Needs calibration rows.
     smooth_alpha: float = 0.0
+    # The same smoothing, at the same strength, for the 8-bit MatMuls an RMSNorm feeds and
+    # the output projection after attention (folded into the norm weight and the value
+    # columns). A tied LM head is left alone: its table is the embedding's.
+    smooth_groups: bool = False
     # Activation-aware scales (quant/scale_search) searched per RMSNorm group and per
     # output projection, folded into the norm or value weights. Needs calibration rows.
     scale_search: bool = False
@@ -189,6 +193,8 @@ class WeightOnlyInt4Config:
         check(0.0 <= self.smooth_alpha < 1.0, "quantize.smooth_alpha must be in [0, 1)")
         check(self.native or not self.smooth_alpha,
                "quantize.smooth_alpha needs symmetric: true and algorithm rtn or gptq")
+        check(not self.smooth_groups or self.smooth_alpha > 0,
+              "quantize.smooth_groups needs smooth_alpha > 0 (the strength it smooths with)")
         check(self.native or not self.scale_search,
                "quantize.scale_search needs symmetric: true and algorithm rtn or gptq")
 

@@ -4,6 +4,8 @@ lm_head become MatMulNBits, no float weight MatMul remains, and the cache still 
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import onnx
 import pytest
@@ -243,3 +245,42 @@ def test_scale_search_is_recorded_and_needs_calibration_rows(tiny_llama_onnx, tm
     assert 0 < note["scaled"] <= note["groups"] and note["error_ratio_median"] < 1.0
     with pytest.raises(DataError, match="scale_search needs calibration"):
         quantize(OnnxArtifact(path), config, tmp_path / "again", PassRecord("quantize", {}))
+
+
+def test_group_smoothing_reaches_a_tied_head_and_its_lookup_divides_it_back(tiny_llama_onnx, tmp_path):
+    from edgeopt.quant.registry import QuantContext
+
+    path, io, _ = tiny_llama_onnx
+    untied = untie_lm_head(OnnxArtifact(path), tmp_path, PassRecord("untie", {}))
+    config = WeightOnlyInt4Config(bits=8, share_embedding=True, smooth_alpha=0.5, smooth_groups=True)
+    record = PassRecord("quantize", {})
+    out = quantize(untied, config, tmp_path, record, QuantContext(calibration=_calibration(io)))
+    # Per layer the down projection, q/k/v, gate/up and o; then the head after the final norm.
+    assert record.notes["smoothed"]["inputs"] == 4 * io.num_layers + 1
+    assert record.notes["shared_embedding"]
+    model = onnx.load(str(out.path))
+    assert op_counts(out.path)["GatherBlockQuantized"] == 1
+    unsmooth = [n for n in model.graph.node if n.name.endswith("/Unsmooth")]
+    assert len(unsmooth) == 1
+
+    ids = np.arange(3, 19, dtype=np.int64)[None]
+    reference = OnnxCausalLM.from_file(untied.path, io, threads=1).logits(ids)
+    lm = OnnxCausalLM.from_file(out.path, io, threads=1)
+    error = float(np.abs(lm.logits(ids) - reference).max() / np.abs(reference).max())
+    last, past = lm.prefill(ids[0, :-1].tolist())
+    step, _ = lm.step(int(ids[0, -1]), past)
+    np.testing.assert_allclose(step, lm.logits(ids)[0, -1], atol=1e-4)
+    # Without the division the lookup returns the smoothed rows: the logits move far.
+    mul = unsmooth[0]
+    for node in model.graph.node:
+        node.input[:] = [mul.input[0] if i == mul.output[0] else i for i in node.input]
+    model.graph.node.remove(mul)
+    broken = tmp_path / "broken.onnx"
+    onnx.save(model, str(broken))
+    wrong = float(np.abs(OnnxCausalLM.from_file(broken, io, threads=1).logits(ids) - reference).max()
+                  / np.abs(reference).max())
+    plain = quantize(untied, dataclasses.replace(config, smooth_groups=False), tmp_path / "plain",
+                     PassRecord("quantize", {}), QuantContext(calibration=_calibration(io)))
+    base = float(np.abs(OnnxCausalLM.from_file(plain.path, io, threads=1).logits(ids) - reference).max()
+                 / np.abs(reference).max())
+    assert error < 2 * base and wrong > 5 * error, (base, error, wrong)

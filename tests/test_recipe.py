@@ -71,6 +71,8 @@ def test_quant_method_selects_config_type():
                                                        "int8_block_size": 256}}, "int8_block_size"),
         ({"name": "r", "description": "d", "quantize": {"method": "weight-only-int4",
                                                        "smooth_alpha": 1.0}}, "must be in [0, 1)"),
+        ({"name": "r", "description": "d", "quantize": {"method": "weight-only-int4",
+                                                       "smooth_groups": True}}, "needs smooth_alpha > 0"),
     ],
 )
 def test_bad_recipes_raise_one_clear_error(data, message):

@@ -61,3 +61,69 @@ def test_smoothing_lowers_the_int8_activation_error_of_the_down_projection(tmp_p
     # Both weights are 8-bit; what differs is how the product's blocks round to int8.
     # Measured: 0.46x.
     assert errors[0.5] < 0.6 * errors[0.0], errors
+
+
+H, OUT = 64, 48  # norm width; each projection's outputs
+
+
+def _norm_graph(path, rng):
+    """x --RMSNorm(g)--> normed --MatMul(A)--> a, --MatMul(B)--> b: four channels of the
+    norm's weight 300x the rest, as SmolLM2's input norms have."""
+    g = np.ones(H, np.float32)
+    g[[3, 17, 40, 60]] = 300.0
+    a = rng.standard_normal((H, OUT)).astype(np.float32) / 8
+    b = rng.standard_normal((H, OUT)).astype(np.float32) / 8
+    graph = helper.make_graph(
+        [helper.make_node("RMSNormalization", ["x", "g"], ["normed"], name="norm", axis=-1),
+         helper.make_node("MatMul", ["normed", "A"], ["a"], name="q_proj/MatMul"),
+         helper.make_node("MatMul", ["normed", "B"], ["b"], name="gate_proj/MatMul")],
+        "norm_group",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["rows", H])],
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["rows", OUT]),
+         helper.make_tensor_value_info("b", TensorProto.FLOAT, ["rows", OUT])],
+        [numpy_helper.from_array(g, "g"), numpy_helper.from_array(a, "A"), numpy_helper.from_array(b, "B")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23)]), str(path))
+
+
+def _run(path, feed):
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return np.concatenate(session.run(["a", "b"], feed), axis=1)
+
+
+def test_group_smoothing_keeps_the_float_function_and_lowers_the_int8_error(tmp_path):
+    from edgeopt.quant.scale_search import scale_groups
+    from edgeopt.quant.smooth_act import smooth_groups
+
+    rng = np.random.default_rng(1)
+    source = tmp_path / "float.onnx"
+    _norm_graph(source, rng)
+    calibration = tuple({"x": rng.standard_normal((256, H)).astype(np.float32)} for _ in range(4))
+    test = {"x": rng.standard_normal((256, H)).astype(np.float32)}
+    reference = _run(source, test)
+
+    # The fold alone: the norm weight takes 1/s, both weights' rows take s.
+    model = onnx.load(str(source))
+    groups = scale_groups(model)
+    assert [g.matmuls for g in groups] == [("q_proj/MatMul", "gate_proj/MatMul")]
+    absmax = {"normed": np.abs(_run_normed(source, calibration[0])).max(axis=0)}
+    s = smooth_groups(model, groups, absmax, 0.5)["normed"]
+    assert s[[3, 17, 40, 60]].min() > 4 * np.median(s)  # the loud channels are the ones scaled
+    onnx.save(model, str(tmp_path / "folded.onnx"))
+    np.testing.assert_allclose(_run(tmp_path / "folded.onnx", test), reference, rtol=1e-4, atol=1e-4)
+
+    errors = {}
+    for on in (False, True):
+        config = WeightOnlyInt4Config(bits=8, block_size=128, smooth_alpha=0.5, smooth_groups=on)
+        out = quantize(OnnxArtifact(source), config, tmp_path / f"groups{on}",
+                       PassRecord("quantize", {}), QuantContext(calibration=calibration))
+        got = _run(out.path, test)
+        errors[on] = float(np.linalg.norm(got - reference) / np.linalg.norm(reference))
+    # Measured: 0.36x (0.0131 -> 0.0046).
+    assert errors[True] < 0.6 * errors[False], errors
+
+
+def _run_normed(path, feed):
+    model = onnx.load(str(path))
+    model.graph.output.append(helper.make_tensor_value_info("normed", TensorProto.FLOAT, ["rows", H]))
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(["normed"], feed)[0]

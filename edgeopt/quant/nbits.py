@@ -31,7 +31,7 @@ from edgeopt.quant.blockquant import block_for, pack, quantize_weight
 from edgeopt.quant.input_stats import input_stats
 from edgeopt.quant.nbits_fuse import fuse_siblings
 from edgeopt.quant.scale_search import ScaleGroup, scale_groups, search_scales
-from edgeopt.quant.smooth_act import apply_smoothing, peak_ratio, smoothable, smoothed_moments
+from edgeopt.quant.smooth_act import apply_smoothing, peak_ratio, smooth_groups, smoothable, smoothed_moments
 from edgeopt.recipe import WeightOnlyInt4Config
 
 _FLOAT = 1  # onnx.TensorProto.FLOAT, without importing onnx at module load
@@ -88,14 +88,21 @@ def write_nbits(source: Path, model: Any, config: WeightOnlyInt4Config,
     # Smoothing only pays where the kernel rounds activations to int8 (accuracy level 4).
     pairs = smoothable(model) if config.smooth_alpha > 0 and config.accuracy_level == 4 else []
     groups = scale_groups(model) if config.scale_search else []
-    if (aware or pairs or groups) and not calibration:
-        needs = "algorithm gptq" if aware else "smooth_alpha" if pairs else "scale_search"
+    # Which word tables a head transposes, found before smoothing scales the head's rows.
+    ties = _tied_tables(model) if config.share_embedding else {}
+    smoothed_groups = (_eight_bit_groups(model, plans)
+                       if config.smooth_groups and config.accuracy_level == 4 else [])
+    if (aware or pairs or groups or smoothed_groups) and not calibration:
+        needs = ("algorithm gptq" if aware else "smooth_alpha" if pairs or smoothed_groups
+                 else "scale_search")
         raise DataError(f"quantize.{needs} needs calibration rows; pass --calibration-data "
                         "FILE or eval data")
     stats = input_stats(source, sorted({inputs[p.node] for p in aware} | {g.activation for g in groups}),
-                        [p.activation for p in pairs], calibration)
+                        [p.activation for p in pairs] + [g.activation for g in smoothed_groups],
+                        calibration)
     moments = stats.moments
     smoothing = apply_smoothing(model, pairs, stats.absmax, config.smooth_alpha)
+    smoothing |= smooth_groups(model, smoothed_groups, stats.absmax, config.smooth_alpha)
     for tensor, s in smoothing.items():
         if tensor in moments:  # GPTQ must weigh the smoothed inputs the down weights now see
             moments[tensor] = smoothed_moments(moments[tensor], s)
@@ -120,7 +127,8 @@ def write_nbits(source: Path, model: Any, config: WeightOnlyInt4Config,
                                        list(node.output), name=f"{plan.node}NBits",
                                        domain="com.microsoft", **attrs))
         written[plan.weight] = (data, scale_name, plan, k, n)
-    shared = _share_tied_table(graph, inits, written) if config.share_embedding else []
+    head_scales = {w: smoothing[g.activation] for g in smoothed_groups for w in g.weights}
+    shared = _share_tied_table(graph, inits, written, ties, head_scales)
     fused = fuse_siblings(graph)  # after sharing: it renames the B of what it merges
     drop_unused(graph)
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
@@ -129,11 +137,37 @@ def write_nbits(source: Path, model: Any, config: WeightOnlyInt4Config,
     return {"bits": {"4": sum(v == 4 for v in bits.values()), "8": sum(v == 8 for v in bits.values())},
             "int8_nodes": _by_kind(k for k, v in bits.items() if v == 8),
             "data_aware_nodes": len(aware),
-            "calibration_feeds": len(calibration) if aware or pairs or groups else 0,
+            "calibration_feeds": len(calibration) if aware or pairs or groups or smoothed_groups else 0,
             "smoothed": _smoothing_note(smoothing, stats.absmax),
             "scale_search": _scale_note(groups, scaled),
             "shared_embedding": shared,
             "merged_matmuls": {"groups": len(fused), "first": fused[0] if fused else []}}
+
+
+def _eight_bit_groups(model: Any, plans: list[WeightPlan]) -> list[ScaleGroup]:
+    """Groups (:func:`scale_groups`) whose MatMuls are all 8-bit."""
+    eight = {p.node for p in plans if p.bits == 8}
+    return [g for g in scale_groups(model) if all(m in eight for m in g.matmuls)]
+
+
+def _tied_tables(model: Any) -> dict[str, str]:
+    """``{Gather node name: MatMul weight}`` for each 2-D word table that a MatMul weight
+    holds transposed (a tied LM head)."""
+    from onnx import numpy_helper
+
+    inits = {t.name: t for t in model.graph.initializer}
+    weights = {n.input[1] for n in model.graph.node
+               if n.op_type == "MatMul" and n.input[1] in inits and len(inits[n.input[1]].dims) == 2}
+    ties = {}
+    for index, node in enumerate(model.graph.node):
+        if node.op_type != "Gather" or node.input[0] not in inits or len(inits[node.input[0]].dims) != 2:
+            continue
+        table = numpy_helper.to_array(inits[node.input[0]])
+        match = next((w for w in sorted(weights) if tuple(inits[w].dims) == table.shape[::-1]
+                      and np.array_equal(table, numpy_helper.to_array(inits[w]).T)), None)
+        if match is not None:
+            ties[node.name or f"Gather#{index}"] = match
+    return ties
 
 
 def _by_kind(names: Iterable[str]) -> dict[str, int]:
@@ -164,39 +198,42 @@ def _scale_note(groups: list[ScaleGroup], scaled: dict[str, tuple[float, float]]
             "error_ratio_median": round(float(np.median(ratios)), 3) if ratios else 1.0}
 
 
-def _share_tied_table(graph: Any, inits: dict[str, Any], written: dict[str, tuple]) -> list[str]:
-    """Point each Gather over a table whose transpose an 8-bit head now holds at the
-    head's codes; returns the Gathers rewritten."""
+def _share_tied_table(graph: Any, inits: dict[str, Any], written: dict[str, tuple],
+                      ties: dict[str, str], head_scales: dict[str, np.ndarray]) -> list[str]:
+    """Point each tied Gather (``ties``) whose head is now 8-bit at the head's codes;
+    returns the Gathers rewritten. A head whose rows were smoothed by ``s`` holds the
+    table's columns times ``s``, so the lookup's rows are divided by it again."""
     from onnx import helper, numpy_helper
 
-    heads = {}
-    for weight, (data, scales, plan, k, n) in written.items():
-        if plan.bits == 8 and k % plan.block == 0:
-            heads[weight] = (data, scales, plan.block, k, n)
     shared = []
     for index, node in enumerate(list(graph.node)):
-        if node.op_type != "Gather" or node.input[0] not in inits:
+        name = node.name or f"Gather#{index}"
+        head = written.get(ties.get(name, ""))
+        if node.op_type != "Gather" or head is None:
             continue
-        table = numpy_helper.to_array(inits[node.input[0]])
-        if table.ndim != 2:
+        data, scales, plan, k, n = head
+        if plan.bits != 8 or k % plan.block:
             continue
-        match = next((w for w in heads if _is_transpose(table, numpy_helper.to_array(inits[w]))), None)
-        if match is None:
-            continue
-        data, scales, block, k, n = heads[match]
         shape_name, rows = f"{data}.rows_shape", f"{data}.rows"
         if shape_name not in inits:
             inits[shape_name] = numpy_helper.from_array(np.array([n, k], np.int64), shape_name)
             graph.initializer.append(inits[shape_name])
-        reshape = helper.make_node("Reshape", [data, shape_name], [rows], name=f"{node.name}/SharedRows")
-        lookup = helper.make_node("GatherBlockQuantized", [rows, node.input[1], scales], list(node.output),
+        s = head_scales.get(ties[name])
+        looked_up = list(node.output) if s is None else [f"{node.output[0]}/smoothed"]
+        added = [helper.make_node("Reshape", [data, shape_name], [rows], name=f"{node.name}/SharedRows"),
+                 helper.make_node("GatherBlockQuantized", [rows, node.input[1], scales], looked_up,
                                   name=f"{node.name}/SharedBlockQuantized", domain="com.microsoft",
-                                  gather_axis=0, quantize_axis=1, block_size=block, bits=8)
+                                  gather_axis=0, quantize_axis=1, block_size=plan.block, bits=8)]
+        if s is not None:
+            unscale = f"{data}.row_unscale"
+            graph.initializer.append(numpy_helper.from_array((1.0 / s).astype(np.float32), unscale))
+            added.append(helper.make_node("Mul", [looked_up[0], unscale], list(node.output),
+                                          name=f"{node.name}/Unsmooth"))
         at = list(graph.node).index(node)
         graph.node.remove(node)
-        graph.node.insert(at, lookup)
-        graph.node.insert(at, reshape)
-        shared.append(node.name or f"Gather#{index}")
+        for new in reversed(added):
+            graph.node.insert(at, new)
+        shared.append(name)
     return shared
 
 
@@ -205,7 +242,3 @@ def float_tables(model: Any) -> list[str]:
     inits = {t.name: t for t in model.graph.initializer}
     return [n.name for n in model.graph.node if n.op_type == "Gather" and n.input[0] in inits
             and len(inits[n.input[0]].dims) == 2 and inits[n.input[0]].data_type == _FLOAT]
-
-
-def _is_transpose(table: np.ndarray, weight: np.ndarray) -> bool:
-    return table.shape == weight.shape[::-1] and np.array_equal(table, weight.T)

@@ -148,22 +148,34 @@ def search_scales(model: Any, groups: list[ScaleGroup], moments: dict[str, np.nd
         if ALPHAS[best] == 0.0:
             continue
         s = _scales(rms, ALPHAS[best])
+        fold_scales(model, group, s, inits, counts, nodes)
         full = group.expand(s)
-        fold = numpy_helper.to_array(inits[group.fold])
-        # A norm weight [K] divides per channel; a value weight [K_in, channels] per column.
-        folded = numpy_helper.from_array((fold / s).astype(fold.dtype), group.fold)
-        if counts[group.fold] > 1:  # shared with other norms: this one gets its own copy
-            folded.name = f"{group.fold}/{group.owner}"
-            model.graph.initializer.append(folded)
-            owner = nodes[group.owner]
-            owner.input[list(owner.input).index(group.fold)] = folded.name
-        else:
-            inits[group.fold].CopyFrom(folded)
-        for name, w in zip(group.weights, weights, strict=True):
-            inits[name].CopyFrom(numpy_helper.from_array((w * full[:, None]).astype(np.float32), name))
         moments[group.activation] = h / np.outer(full, full)
         chosen[group.activation] = (float(ALPHAS[best]), float(errors[best] / max(errors[0], 1e-30)))
     return chosen
+
+
+def fold_scales(model: Any, group: ScaleGroup, s: np.ndarray, inits: dict[str, Any],
+                counts: dict[str, int], nodes: dict[str, Any]) -> None:
+    """Divide the group's input by ``s`` (per folded channel) where it is made, and
+    multiply the rows of every MatMul weight of the group by it: the float graph computes
+    the same function."""
+    from onnx import numpy_helper
+
+    full = group.expand(s)
+    fold = numpy_helper.to_array(inits[group.fold])
+    # A norm weight [K] divides per channel; a value weight [K_in, channels] per column.
+    folded = numpy_helper.from_array((fold / s).astype(fold.dtype), group.fold)
+    if counts[group.fold] > 1:  # shared with other norms: this one gets its own copy
+        folded.name = f"{group.fold}/{group.owner}"
+        model.graph.initializer.append(folded)
+        owner = nodes[group.owner]
+        owner.input[list(owner.input).index(group.fold)] = folded.name
+    else:
+        inits[group.fold].CopyFrom(folded)
+    for name in group.weights:
+        w = numpy_helper.to_array(inits[name]).astype(np.float64)
+        inits[name].CopyFrom(numpy_helper.from_array((w * full[:, None]).astype(np.float32), name))
 
 
 def _scales(rms: np.ndarray, alpha: float) -> np.ndarray:

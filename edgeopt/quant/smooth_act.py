@@ -15,10 +15,13 @@ projection's output column ``j`` divided by ``s_j`` and the down projection's in
 keeps its quantization error exactly, because its block scales are per output column;
 only the down projection's weights see a wider spread, which they absorb at 8 bits.
 
-Only this pattern is smoothed: MatMuls fed by an RMSNorm would fold ``s`` into the norm
-and spread it over the 4-bit q and gate weights, which cost more than it saved there.
-Scales chosen for the weights' rounding instead (:mod:`edgeopt.quant.scale_search`)
-are folded there.
+With 4-bit weights only this pattern is smoothed: MatMuls fed by an RMSNorm would fold
+``s`` into the norm and spread it over the 4-bit q and gate weights, which cost more
+than it saved there (scales chosen for the weights' rounding,
+:mod:`edgeopt.quant.scale_search`, are folded there instead). 8-bit weights absorb the
+spread, so ``smooth_groups`` smooths those groups too (the MatMuls an RMSNorm feeds,
+and the output projection after attention) with the same formula, folded where
+:func:`edgeopt.quant.scale_search.fold_scales` folds.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from edgeopt.graph import read_counts
+from edgeopt.quant.scale_search import ScaleGroup, fold_scales
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,30 @@ def apply_smoothing(model: Any, pairs: list[SmoothPair], absmax: dict[str, np.nd
         inits[pair.down_weight].CopyFrom(numpy_helper.from_array(
             (down * s[:, None]).astype(down.dtype), pair.down_weight))
         scales[pair.activation] = s
+    return scales
+
+
+def smooth_groups(model: Any, groups: list[ScaleGroup], absmax: dict[str, np.ndarray],
+                  alpha: float) -> dict[str, np.ndarray]:
+    """SmoothQuant for each group in ``model`` (in place): ``s`` per folded channel from
+    the activation's calibration max and the largest weight of that channel over the
+    group's MatMuls. Returns ``{activation: s per input channel}``."""
+    from onnx import numpy_helper
+
+    inits = {t.name: t for t in model.graph.initializer}
+    counts = read_counts(model.graph)
+    nodes = {n.name: n for n in model.graph.node}
+    scales = {}
+    for group in groups:
+        rows = np.concatenate([np.abs(numpy_helper.to_array(inits[w])) for w in group.weights], axis=1)
+        x = absmax[group.activation]
+        if group.kv_heads:  # the channels that share one value column: their loudest
+            x = x.reshape(group.kv_heads, group.repeat, -1).max(axis=1).reshape(-1)
+            rows = rows.reshape(group.kv_heads, group.repeat, -1, rows.shape[1])
+            rows = rows.transpose(0, 2, 1, 3).reshape(x.size, -1)
+        s = smoothing_scales(x, rows, alpha)
+        fold_scales(model, group, s, inits, counts, nodes)
+        scales[group.activation] = group.expand(s)
     return scales
 
 
