@@ -33,3 +33,18 @@ def test_smoothing_keeps_the_float_outputs(tiny_classifier, tmp_path):
     assert np.abs(before - after).max() < 1e-4
     weights_changed = {t.name for t in model.graph.initializer if t.name.endswith("_smooth_factor")}
     assert len(weights_changed) == 2
+
+
+def test_separate_qkv_leaves_nothing_to_smooth_and_still_compiles(tiny_classifier, tmp_path):
+    # arm64-int8 smooths packed Attention inputs; with Q/K/V as separate MatMuls there are
+    # none, and an empty probe list once made onnxruntime return every output instead.
+    import dataclasses
+
+    recipe = fast_recipe("arm64-int8")
+    recipe = dataclasses.replace(recipe, optimize=dataclasses.replace(recipe.optimize, separate_qkv=True))
+    report = edgeopt.compile(tiny_classifier, recipe=recipe, out=tmp_path / "b")
+    notes = next(p for p in report.passes if p["name"] == "quantize")["notes"]
+    assert notes["smoothed_attention_inputs"] == 0
+    assert notes["quantized_ops"].get("MatMulInteger", 0) + notes["quantized_ops"].get(
+        "DynamicQuantizeMatMul", 0) >= 6  # Q, K, V, output, two FFN per layer: all integer
+    assert activation_absmax(tmp_path / "b" / "model.onnx", [], []) == {}

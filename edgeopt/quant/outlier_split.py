@@ -37,6 +37,8 @@ def activation_absmax(
     path: Path, tensors: list[str], feeds: list[dict[str, np.ndarray]]
 ) -> dict[str, np.ndarray]:
     """Per-channel (last axis) max |x| of ``tensors`` over the calibration feeds."""
+    if not tensors:  # onnxruntime reads an empty output list as "every output"
+        return {}
     session = probe_session(path, tensors)
     inputs = {i.name for i in session.get_inputs()}
     absmax: dict[str, np.ndarray] = {}
