@@ -94,3 +94,33 @@ def test_gptq_with_second_moments_beats_round_to_nearest_on_the_output():
 def test_block_for_avoids_stored_padding():
     assert block_for(576) == 64 and block_for(1536) == 128 and block_for(48) == 16
     assert block_for(100) == 128  # nothing divides: the usual block, padded
+
+
+def test_eight_bit_tables_look_up_the_rows_within_half_a_step():
+    # Gather(table [300, 96], ids) -> out, rewritten by the 8-bit table writer:
+    # GatherBlockQuantized(uint8 codes, ids, scales) with the op's default zero point.
+    from edgeopt.quant.nbits import float_tables, write_eight_bit_tables
+
+    rng = np.random.default_rng(0)
+    table = rng.standard_normal((300, 96)).astype(np.float32)
+    table[:, 5] *= 40.0  # a loud column: only its own block's scale grows
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "ids"], ["out"], name="words")], "g",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, [None])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [None, 96])],
+        [numpy_helper.from_array(table, "table")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert write_eight_bit_tables(model, 32) == ["words"]
+    assert float_tables(model) == [] and [t.name for t in model.graph.initializer if t.name == "table"] == []
+    node = model.graph.node[0]
+    assert node.op_type == "GatherBlockQuantized"
+    assert {a.name: helper.get_attribute_value(a) for a in node.attribute}["block_size"] == 32
+    ids = np.array([0, 7, 299, 7], np.int64)
+    got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"ids": ids})[0]
+    want = table[ids]
+    step = np.abs(want.reshape(4, 3, 32)).max(-1, keepdims=True) / 127  # per (row, block)
+    err = np.abs(got - want).reshape(4, 3, 32)
+    assert (err <= step / 2 + 1e-6).all()
+    # Blocks away from the loud column keep their fine step: 40x finer than one scale per row.
+    assert err[:, 1:].max() < np.abs(want).max() / 127 / 2 / 10

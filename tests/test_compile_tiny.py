@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 from helpers import fast_recipe, nbits_projections
@@ -14,7 +15,7 @@ from helpers import fast_recipe, nbits_projections
 import edgeopt
 from edgeopt.bundle import read_manifest
 from edgeopt.errors import OutputExistsError, ParityError
-from edgeopt.graph import float_weight_matmuls, op_counts
+from edgeopt.graph import float_weight_matmuls, node_attrs, op_counts
 
 
 @pytest.fixture(scope="module")
@@ -158,3 +159,21 @@ def test_a_handful_of_eval_rows_is_enough(tiny_classifier, tmp_path):
     report = edgeopt.compile(str(tiny_classifier), recipe=fast_recipe("x86-fp32"),
                              out=tmp_path / "b", eval_data=rows)
     assert report.passed and report.parity["rows"] == 5
+
+
+def test_accurate_int8_embedder_reaches_every_matmul_and_table(tiny_embedder, tmp_path):
+    # arm64-int8-accurate: Q/K/V as MatMuls beside MultiHeadAttention, tables as Gathers,
+    # so every weight is 8-bit MatMulNBits or an 8-bit lookup and no activation is scaled
+    # per tensor (no DynamicQuantizeLinear).
+    report = edgeopt.compile(str(tiny_embedder), recipe=fast_recipe("arm64-int8-accurate"),
+                             out=tmp_path / "e")
+    path = tmp_path / "e" / "model.onnx"
+    counts = op_counts(path)
+    assert float_weight_matmuls(path) == []
+    assert counts["MultiHeadAttention"] == 2 and counts.get("DynamicQuantizeLinear", 0) == 0
+    lookups = [n for n in onnx.load(str(path)).graph.node if n.op_type == "GatherBlockQuantized"]
+    assert len(lookups) == 3  # word, position and token-type tables
+    assert all(node_attrs(n)["bits"] == 8 and node_attrs(n)["block_size"] == 32 for n in lookups)
+    notes = next(p for p in report.passes if p["name"] == "quantize")["notes"]
+    assert notes["bits"] == {"4": 0, "8": len(nbits_projections(path))} and notes["eight_bit_tables"] == 3
+    assert report.passed and report.parity["metrics"]["cosine_min"] > 0.999

@@ -13,7 +13,7 @@ from typing import Any
 
 from edgeopt.artifact import OnnxArtifact, PassRecord
 from edgeopt.quant.gemm_to_matmul import gemm_to_matmul
-from edgeopt.quant.nbits import float_tables, write_nbits
+from edgeopt.quant.nbits import float_tables, write_eight_bit_tables, write_nbits
 from edgeopt.quant.registry import QuantContext, quantized_op_counts, register_quantizer
 from edgeopt.recipe import WeightOnlyInt4Config
 
@@ -40,7 +40,11 @@ def quantize_weight_only_int4(
             source = workdir / "matmuls.onnx"
             onnx.save(model, str(source))
         record.notes |= write_nbits(source, model, config, context.calibration)
-        if config.quantize_embeddings and float_tables(model):
+        if config.quantize_embeddings and config.bits == 8:
+            # An all-8-bit build keeps its tables at 8 bits too (onnxruntime writes 4).
+            record.notes["eight_bit_tables"] = len(write_eight_bit_tables(model, config.int8_block_size))
+            onnx.save(model, str(out))
+        elif config.quantize_embeddings and float_tables(model):
             _ort_quantized(model, config, ("Gather",)).save_model_to_file(
                 str(out), use_external_data_format=False)
         else:

@@ -237,6 +237,45 @@ def _share_tied_table(graph: Any, inits: dict[str, Any], written: dict[str, tupl
     return shared
 
 
+def write_eight_bit_tables(model: Any, largest_block: int) -> list[str]:
+    """Every float lookup table (:func:`float_tables`) as an 8-bit ``GatherBlockQuantized``,
+    in place: the codes and scales of an 8-bit MatMul's weight (one scale per row block,
+    zero point 128), blocks of the largest power of two up to ``largest_block`` dividing
+    the row. onnxruntime's own writer gives tables 4 bits only. Returns the Gathers."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    written: dict[str, tuple[str, str, int]] = {}  # table -> codes, scales, block
+    done = []
+    for index, node in enumerate(graph.node):
+        table = inits.get(node.input[0]) if node.op_type == "Gather" else None
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+        if table is None or axis != 0 or len(table.dims) != 2 or table.data_type != _FLOAT:
+            continue
+        rows = numpy_helper.to_array(table)
+        block = block_for(rows.shape[1], largest_block)
+        if rows.shape[1] % block:  # a row no block divides stays float rather than padded
+            continue
+        if table.name not in written:
+            q, scales = quantize_weight(rows, 8, block)
+            codes, scale_name = f"{table.name}.rows8", f"{table.name}.row_scales"
+            graph.initializer.extend([numpy_helper.from_array(pack(q, 8).reshape(rows.shape), codes),
+                                      numpy_helper.from_array(scales, scale_name)])
+            written[table.name] = (codes, scale_name, block)
+        codes, scale_name, block = written[table.name]
+        name = node.name or f"Gather#{index}"
+        done.append(name)
+        node.CopyFrom(helper.make_node(
+            "GatherBlockQuantized", [codes, node.input[1], scale_name], list(node.output),
+            name=f"{name}_8bit", domain="com.microsoft",
+            gather_axis=0, quantize_axis=1, block_size=block, bits=8))
+    drop_unused(graph)
+    if done and not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    return done
+
+
 def float_tables(model: Any) -> list[str]:
     """Gathers still reading a 2-D float initializer (word or position tables)."""
     inits = {t.name: t for t in model.graph.initializer}
