@@ -34,6 +34,7 @@ TRICKY = [
     "it's a good movie! " * 30,  # truncated at the model's limit
     "numbers 12345 and 3.14, punctuation?!...",
     "MiXeD CaSe   multiple   spaces",
+    "I'M SURE we'LL see 1234567 in 2024\r\nok",  # Llama 3 splits: case-blind 'm, digits in threes
 ]
 
 
@@ -75,6 +76,33 @@ def _bpe_tokenizer(specials: bool):
     eos = "<|endoftext|>"
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=eos, eos_token=eos,
                                    pad_token=eos, unk_token=eos, model_max_length=32)
+
+
+def _llama3_tokenizer():
+    """Byte-level BPE with Llama 3's own Split pattern (digits in threes, case-blind
+    contractions) before a ByteLevel step that splits no further, and a BOS template."""
+    from importlib import resources
+
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    pattern = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
+               r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+    text = resources.files("edgeopt").joinpath("data/sentences.txt").read_text(encoding="utf-8")
+    lines = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(pattern), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    names = ["<|begin_of_text|>", "<|end_of_text|>"]
+    tok.train_from_iterator(lines, trainers.BpeTrainer(
+        vocab_size=400, special_tokens=names, show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.post_processor = processors.TemplateProcessing(
+        single="<|begin_of_text|> $A", special_tokens=[("<|begin_of_text|>", 0)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=names[0], eos_token=names[1],
+                                   pad_token=names[1], model_max_length=32)
 
 
 def _bos_left_tokenizer():
@@ -129,7 +157,7 @@ def _eval_file(tmp_path: Path) -> Path:
 
     text = resources.files("edgeopt").joinpath("data/sentences.txt").read_text(encoding="utf-8")
     rows = [line for line in text.splitlines() if line.strip() and not line.startswith("#")][:40]
-    rows += [t.replace("\t", " ").replace("\n", " ") for t in TRICKY]
+    rows += [t.replace("\t", " ").replace("\r", " ").replace("\n", " ") for t in TRICKY]
     path = tmp_path / "eval.tsv"
     path.write_text("sentence\n" + "\n".join(rows) + "\n", encoding="utf-8")
     return path
@@ -149,8 +177,10 @@ def _graph_ids(tok, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.mark.parametrize("make", [_wordpiece_tokenizer, lambda: _bpe_tokenizer(True),
-                                  lambda: _bpe_tokenizer(False), _bos_left_tokenizer],
-                         ids=["wordpiece", "roberta-bpe", "gpt2-bpe", "bos-left-padded-bpe"])
+                                  lambda: _bpe_tokenizer(False), _bos_left_tokenizer,
+                                  _llama3_tokenizer],
+                         ids=["wordpiece", "roberta-bpe", "gpt2-bpe", "bos-left-padded-bpe",
+                              "llama3-split-bpe"])
 def test_graph_ids_equal_transformers_on_tricky_text(make):
     tok = make()
     # One string at a time, and the whole batch padded as transformers pads it.
@@ -210,20 +240,46 @@ def _labels_match_torch(folder: Path, bundle: Path, texts: list[str]) -> None:
     assert np.abs(logits - ref).max() < 0.1  # INT8 weights: close, not equal
 
 
-def test_bpe_classifier_takes_text(bpe_classifier, tmp_path):
+def _fp32_text_bundle(folder: Path, tmp_path: Path, kind: str, op: str) -> tuple[Path, dict]:
+    """Compile ``folder`` for x86-fp32 with text input on the tricky eval rows; check the
+    compile matched every row's ids and gave the numbers the ids give. Returns the bundle
+    and its manifest's ``text_input`` entry."""
     out = tmp_path / "bundle"
-    report = edgeopt.compile(str(bpe_classifier), recipe=fast_recipe("x86-fp32"), out=out,
+    report = edgeopt.compile(str(folder), recipe=fast_recipe("x86-fp32"), out=out,
                              eval_data=_eval_file(tmp_path), text_input=True)
     section = next(s for s in report.sections if s.key == "text_input")
-    assert section.tokenizer == "byte-level-bpe" and section.op == "GPT2Tokenizer"
+    assert section.tokenizer == kind and section.op == op
     assert section.rows_checked == section.rows_equal == report.parity["rows"] >= 45
     assert section.text_in["max_abs_error"] < 1e-4  # fp32: the same numbers as from ids
     entry = json.loads((out / "manifest.json").read_text())["text_input"]
+    assert entry["custom_ops"]["ops"] == [op]
+    return out, entry
+
+
+def test_bpe_classifier_takes_text(bpe_classifier, tmp_path):
+    out, entry = _fp32_text_bundle(bpe_classifier, tmp_path, "byte-level-bpe", "GPT2Tokenizer")
     # RoBERTa reads no token_type_ids: the graph must not leave them as an output.
     assert [o["name"] for o in entry["outputs"]] == ["logits", "input_ids", "attention_mask", "label"]
-    assert entry["custom_ops"]["ops"] == ["GPT2Tokenizer"]
     assert entry["tokenizer"]["pad_id"] == 1  # <pad>, as transformers pads
     _labels_match_torch(bpe_classifier, out, ["a good movie", "terrible acting 😀", ""])
+
+
+def test_llama3_split_tokenizer_takes_text(bpe_classifier, tmp_path):
+    # The RoBERTa classifier with a Llama 3 style tokenizer (its own Split pattern):
+    # onnxruntime-extensions' HfJsonTokenizer runs the tokenizer.json, BOS included.
+    import shutil
+
+    from edgeopt.passes.tokenizer_graph import plan_tokenizer
+
+    tok = _llama3_tokenizer()
+    assert plan_tokenizer(tok, 32).op == "HfJsonTokenizer"
+    folder = tmp_path / "model"
+    shutil.copytree(bpe_classifier, folder)
+    for old in folder.glob("*token*"):
+        old.unlink()
+    tok.save_pretrained(folder)
+    out, _ = _fp32_text_bundle(folder, tmp_path, "byte-level-bpe-split", "HfJsonTokenizer")
+    _labels_match_torch(folder, out, ["a good movie", "I'M SURE 1234567 😀", ""])
 
 
 def test_embedder_takes_text(tiny_embedder, tmp_path):

@@ -32,7 +32,7 @@ class TextInputResult:
     title: ClassVar[str] = "Text input (tokenizer in the graph)"
 
     model: str
-    tokenizer: str  # wordpiece | byte-level-bpe
+    tokenizer: str  # wordpiece | byte-level-bpe | byte-level-bpe-split
     op: str
     library: str
     library_version: str

@@ -1,7 +1,9 @@
 """The tokenizer as ONNX ops in front of the model: a bundle that takes strings.
 
 onnxruntime-extensions' ``gen_processing_models`` turns the vocabulary into one custom
-op (``BertTokenizer`` for WordPiece, ``GPT2Tokenizer`` for byte-level BPE). Those ops
+op (``BertTokenizer`` for WordPiece, ``GPT2Tokenizer`` for byte-level BPE with GPT-2's
+split, ``HfJsonTokenizer`` over the whole tokenizer.json for byte-level BPE with its own
+Split pattern, as Llama 3's; that one adds the post-processor's special tokens). Those ops
 tokenize one string at a time (WordPiece) or pad with 0 (BPE), add their own special
 tokens or none, and do not truncate; so each string goes through the op inside an ONNX
 ``Loop`` that adds the special tokens transformers adds, truncates as transformers does
@@ -28,6 +30,7 @@ CUSTOM_OPS_DOMAIN = "ai.onnx.contrib"
 TEXT_INPUT = "text"
 LABEL_OUTPUT = "label"
 TEXT_MODEL = "model.text.onnx"
+JSON_OP = "HfJsonTokenizer"  # onnxruntime-extensions' op that runs a whole tokenizer.json
 
 
 def extensions() -> Any:
@@ -56,7 +59,7 @@ class TokenizerPlan:
     attributes, the special tokens the wrapper adds around its ids, and transformers'
     truncation and padding (what :meth:`EncoderTask.encode` asks for)."""
 
-    op: str  # "BertTokenizer" | "GPT2Tokenizer"
+    op: str  # "BertTokenizer" | "GPT2Tokenizer" | "HfJsonTokenizer"
     attrs: dict[str, Any]
     prefix: tuple[int, ...]  # ids transformers puts before the text's (the op adds none)
     suffix: tuple[int, ...]
@@ -68,7 +71,7 @@ class TokenizerPlan:
 
     @property
     def kind(self) -> str:
-        return "wordpiece" if self.op == "BertTokenizer" else "byte-level-bpe"
+        return {"BertTokenizer": "wordpiece", JSON_OP: "byte-level-bpe-split"}.get(self.op, "byte-level-bpe")
 
 
 def plan_tokenizer(tokenizer: Any, max_length: int) -> TokenizerPlan:
@@ -94,11 +97,18 @@ def plan_tokenizer(tokenizer: Any, max_length: int) -> TokenizerPlan:
         op, attrs = "GPT2Tokenizer", _bpe_attrs(model)
         prefix, suffix = _specials(tokenizer)
         keep_last = bool(suffix)
+    elif kind == "BPE" and _own_split(spec):
+        # The op reads tokenizer.json itself: its split pattern, and the post-processor's
+        # special tokens, which it adds (so the wrapper adds none).
+        op, attrs = JSON_OP, _json_attrs(tokenizer, backend.to_str())
+        prefix, suffix = (), ()
+        keep_last = bool(_specials(tokenizer)[1])
     else:
         pre = (spec.get("pre_tokenizer") or {}).get("type")
         raise ModelError(f"text input: {name} is a {kind} tokenizer (pre-tokenizer {pre}); only "
                          "WordPiece (BERT family) and byte-level BPE with GPT-2's split (GPT-2, "
-                         "RoBERTa) can be put in the graph; compile without --text-input")
+                         "RoBERTa) or its own Split pattern (Llama 3, Qwen2) can be put in the "
+                         "graph; compile without --text-input")
     return TokenizerPlan(op, attrs, prefix, suffix, max_length, int(pad_id), pad_left, keep_last)
 
 
@@ -134,6 +144,29 @@ def _byte_level(spec: dict[str, Any]) -> bool:
     pre = spec.get("pre_tokenizer") or {}
     return (spec.get("normalizer") is None and pre.get("type") == "ByteLevel"
             and bool(pre.get("use_regex", True)) and not pre.get("add_prefix_space", False))
+
+
+def _own_split(spec: dict[str, Any]) -> bool:
+    """Byte-level BPE whose own Split pattern (Llama 3, Qwen2) runs before a ByteLevel
+    step that splits no further: what ``HfJsonTokenizer`` reads from tokenizer.json (the
+    ids are still checked against transformers on every eval row)."""
+    pre = spec.get("pre_tokenizer") or {}
+    steps = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else []
+    kinds = [p.get("type") for p in steps]
+    return (spec.get("normalizer") is None and kinds.count("ByteLevel") == 1
+            and kinds[-1] == "ByteLevel" and not steps[-1].get("use_regex", True)
+            and set(kinds[:-1]) == {"Split"})
+
+
+def _json_attrs(tokenizer: Any, tokenizer_json: str) -> dict[str, Any]:
+    """``HfJsonTokenizer``'s attributes: tokenizer.json, and a tokenizer_config naming a
+    class the op knows (transformers 5 writes its own backend's name there)."""
+    config: dict[str, Any] = {"tokenizer_class": "PreTrainedTokenizer"}
+    for key in ("bos_token", "eos_token", "pad_token", "unk_token"):
+        value = getattr(tokenizer, key, None)
+        if value is not None:
+            config[key] = str(value)
+    return {"tokenizer_vocab": tokenizer_json, "tokenizer_config": json.dumps(config)}
 
 
 def _specials(tokenizer: Any) -> tuple[tuple[int, ...], tuple[int, ...]]:
