@@ -120,6 +120,9 @@ class DynamicInt8Config:
     # calibration rows stays float (None: no guard). Catches token-wise massive
     # activations that no per-tensor scale or channel split can hold.
     min_node_sqnr_db: float | None = None
+    # Q, K and V of each MultiHeadAttention (optimize.separate_qkv) as one MatMul whose
+    # input is quantized with a scale per token instead of per tensor. See quant/token_scales.
+    per_token_attention: bool = False
 
     def __post_init__(self) -> None:
         check(self.weight_type in ("int8", "uint8"), "quantize.weight_type must be int8 or uint8")
@@ -445,6 +448,9 @@ class Recipe:
         check(bool(self.name), "recipe.name must not be empty")
         check(self.version == RECIPE_VERSION, f"recipe version {self.version} is not supported "
                f"(this edgeopt reads version {RECIPE_VERSION})")
+        check(not getattr(self.quantize, "per_token_attention", False) or self.optimize.separate_qkv,
+              "quantize.per_token_attention needs optimize.separate_qkv: true (packed Attention "
+              "quantizes its input itself, per tensor)")
 
     def disabled_optimizers(self) -> tuple[str, ...]:
         """onnxruntime load-time fusions a session of this bundle must skip."""

@@ -7,9 +7,11 @@ from typing import Any
 
 from edgeopt.artifact import OnnxArtifact, PassRecord
 from edgeopt.quant.gemm_to_matmul import gemm_to_matmul
+from edgeopt.quant.merge_qkv import merge_qkv
 from edgeopt.quant.outlier_split import activation_absmax, split_outliers
 from edgeopt.quant.registry import Candidate, QuantContext, quantized_op_counts, register_quantizer
 from edgeopt.quant.smooth_attention import attention_inputs, smooth_attention
+from edgeopt.quant.token_scales import scale_per_token
 from edgeopt.recipe import DynamicInt8Config
 
 
@@ -21,6 +23,8 @@ def dynamic_candidates(model: Any, config: DynamicInt8Config) -> list[Candidate]
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     gemm_to_matmul(copy)
+    if config.per_token_attention:
+        merge_qkv(copy)  # the budget keeps what the quantizer will see
     inits = {t.name for t in copy.graph.initializer}
     ops = {"MatMul", "Attention"} | ({"Gather", "EmbedLayerNormalization"}
                                      if config.quantize_embeddings else set())
@@ -51,7 +55,10 @@ def quantize_dynamic_int8(
     model = onnx.load(str(artifact.path))
     record.notes["gemm_rewritten"] = gemm_to_matmul(model)
     exclude = list(config.exclude) + sorted(standard_attention(model))
-    measured_on = artifact.path
+    merged = merge_qkv(model) if config.per_token_attention else []
+    if config.per_token_attention:
+        record.notes["merged_qkv"] = len(merged)
+    measured_on = artifact.path  # merging changes no activation the probes below read
     if config.smooth_attention_alpha and context.calibration:
         tensors = attention_inputs(model)
         peaks = activation_absmax(artifact.path, tensors, list(context.calibration))
@@ -66,7 +73,10 @@ def quantize_dynamic_int8(
         record.notes["outlier_channels"] = sum(len(c) for c in split.channels.values())
         record.notes["outlier_matmuls"] = len(split.channels)
     out = workdir / "quantized.onnx"
-    _run(model, out, config, op_types, exclude)
+    # After the outlier split a merged MatMul reads its masked input: that is the tensor
+    # DynamicQuantizeLinear quantizes.
+    per_token = {n.input[0] for n in model.graph.node if n.name in set(merged)}
+    record.notes["per_token_scales"] = _run(model, out, config, op_types, exclude, per_token)
     if config.min_node_sqnr_db is not None and context.calibration:
         # Judge each quantized node on exact inputs; keep the ones below the floor float.
         reference = workdir / "dynamic-float.onnx"
@@ -74,7 +84,8 @@ def quantize_dynamic_int8(
         weak = _weak_nodes(reference, out, list(context.calibration[:4]), config.min_node_sqnr_db)
         record.notes["kept_float"] = {name: round(db, 1) for name, db in weak.items()}
         if weak:
-            _run(onnx.load(str(reference)), out, config, op_types, exclude + list(weak))
+            record.notes["per_token_scales"] = _run(onnx.load(str(reference)), out, config, op_types,
+                                                    exclude + list(weak), per_token)
     record.notes["quantized_ops"] = quantized_op_counts(out)
     return OnnxArtifact(out)
 
@@ -88,7 +99,9 @@ def standard_attention(model: Any) -> set[str]:
 
 
 def _run(model: object, out: Path, config: DynamicInt8Config, op_types: list[str],
-         exclude: list[str]) -> None:
+         exclude: list[str], per_token: set[str]) -> int:
+    """Quantize ``model`` to ``out``; the tensors in ``per_token`` get a scale per token.
+    Returns how many did."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -105,6 +118,12 @@ def _run(model: object, out: Path, config: DynamicInt8Config, op_types: list[str
         # Fused contrib ops defeat ONNX shape inference; their outputs are float.
         extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
     )
+    if not per_token:
+        return 0
+    quantized = onnx.load(str(out))
+    done = scale_per_token(quantized, per_token)
+    onnx.save(quantized, str(out))
+    return done
 
 
 def _weak_nodes(reference: Path, candidate: Path, feeds: list[dict], floor_db: float) -> dict[str, float]:
