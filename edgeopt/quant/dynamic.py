@@ -55,8 +55,9 @@ def quantize_dynamic_int8(
     model = onnx.load(str(artifact.path))
     record.notes["gemm_rewritten"] = gemm_to_matmul(model)
     exclude = list(config.exclude) + sorted(standard_attention(model))
-    merged = merge_qkv(model) if config.per_token_attention else []
+    merged: set[str] = set()
     if config.per_token_attention:
+        merged = set(merge_qkv(model))
         record.notes["merged_qkv"] = len(merged)
     measured_on = artifact.path  # merging changes no activation the probes below read
     if config.smooth_attention_alpha and context.calibration:
@@ -75,7 +76,7 @@ def quantize_dynamic_int8(
     out = workdir / "quantized.onnx"
     # After the outlier split a merged MatMul reads its masked input: that is the tensor
     # DynamicQuantizeLinear quantizes.
-    per_token = {n.input[0] for n in model.graph.node if n.name in set(merged)}
+    per_token = {n.input[0] for n in model.graph.node if n.name in merged}
     record.notes["per_token_scales"] = _run(model, out, config, op_types, exclude, per_token)
     if config.min_node_sqnr_db is not None and context.calibration:
         # Judge each quantized node on exact inputs; keep the ones below the floor float.

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeopt.graph import read_counts
+from edgeopt.graph import drop_unused, read_counts
 
 
 def merge_qkv(model: Any) -> list[str]:
@@ -64,10 +64,7 @@ def merge_qkv(model: Any) -> list[str]:
             nodes.append(node)
     del graph.node[:]
     graph.node.extend(nodes)
-    used = {i for n in graph.node for i in n.input}
-    kept = [t for t in graph.initializer if t.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
+    drop_unused(graph)  # the three old weights
     return merged
 
 

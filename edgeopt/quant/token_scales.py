@@ -11,8 +11,9 @@ For the tensors named, this pass replaces it with a symmetric scale per row (tok
 
 The GEMM is still onnxruntime's u8 x s8 MatMulInteger; what it costs is the few
 elementwise passes that compute and apply the token scales. The result no longer depends
-on which rows share a batch. onnxruntime's DynamicQuantizeMatMul fusion no longer applies
-to these MatMuls, and its MatMulIntegerToFloat fusion sees only the per-column scale.
+on which rows share a batch. onnxruntime fuses none of it at load (no DynamicQuantizeMatMul,
+no MatMulIntegerToFloat: the Cast and both Muls stay), so the per-token scale is never
+read as a per-tensor one.
 """
 
 from __future__ import annotations
@@ -50,21 +51,17 @@ def scale_per_token(model: Any, tensors: set[str]) -> int:
         q, s, z = node.output
         x, tag = node.input[0], f"{q}_per_token"
         token_scale = f"{tag}_scale"
-        reduce = (helper.make_node("ReduceMax", [f"{tag}_abs"], [f"{tag}_max"], keepdims=1)
-                  if opset >= 18 else
-                  helper.make_node("ReduceMax", [f"{tag}_abs"], [f"{tag}_max"], axes=[-1], keepdims=1))
-        if opset >= 18:
-            reduce.input.append(_AXES)
+        # Opset 18 moved ReduceMax's axes from an attribute to an input.
+        axes = {"inputs": [f"{tag}_abs", _AXES]} if opset >= 18 else {"inputs": [f"{tag}_abs"], "axes": [-1]}
         before[q] = [
             helper.make_node("Abs", [x], [f"{tag}_abs"], name=f"{tag}_abs"),
-            reduce,
+            helper.make_node("ReduceMax", outputs=[f"{tag}_max"], keepdims=1, name=f"{tag}_reduce", **axes),
             helper.make_node("Max", [f"{tag}_max", _EPS], [f"{tag}_max_safe"], name=f"{tag}_floor"),
             helper.make_node("Mul", [f"{tag}_max_safe", _INV127], [token_scale], name=f"{tag}_scale"),
             helper.make_node("Div", [x, token_scale], [f"{tag}_scaled"], name=f"{tag}_div"),
             helper.make_node("QuantizeLinear", [f"{tag}_scaled", _ONE, _ZERO_POINT], [q],
                              name=f"{tag}_quantize"),
         ]
-        reduce.name = f"{tag}_reduce"
         gone.add(q)
         for matmul in consumers[q]:
             matmul.input[2] = _ZERO_POINT
